@@ -1,0 +1,79 @@
+"""Conversation history, files and usage analytics for MCP servers.
+
+    import persistence
+    store = persistence.open_store()          # PERSISTENCE_URL, else Supabase, else SQLite
+    store.record_message(thread_id, "assistant", text, model="kimi-k2-0905-preview",
+                         usage=response.usage, duration_ms=1830, message_id=turn_id)
+    conv = store.get_conversation(thread_id, last=20)   # newest 20 turns, oldest first
+    store.usage(("day", "model"))                         # pandas DataFrame
+
+See DESIGN.md for the data model and README.md for configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .aio import AsyncStore
+from .config import open_store, resolve_url
+from .errors import (
+    ConflictError,
+    NotFoundError,
+    PersistenceError,
+    ReadOnlyStoreError,
+    SchemaVersionError,
+    StoreOpenError,
+    ValidationError,
+)
+from .models import (
+    Conversation,
+    ImportResult,
+    Message,
+    Page,
+    RepriceResult,
+    SearchHit,
+    StoredFile,
+    Usage,
+)
+from .pricing import Price
+from .store import Store
+from .usage import normalise_usage
+
+__all__ = [
+    "open_store",
+    "open_async_store",
+    "resolve_url",
+    "Store",
+    "AsyncStore",
+    "Conversation",
+    "Message",
+    "StoredFile",
+    "SearchHit",
+    "Page",
+    "Usage",
+    "Price",
+    "RepriceResult",
+    "ImportResult",
+    "normalise_usage",
+    "PersistenceError",
+    "ValidationError",
+    "NotFoundError",
+    "ConflictError",
+    "StoreOpenError",
+    "ReadOnlyStoreError",
+    "SchemaVersionError",
+]
+
+__version__ = "0.1.0"
+
+
+def open_async_store(
+    url: str | None = None,
+    *,
+    files_dir: str | Path | None = None,
+    read_only: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> AsyncStore:
+    """:func:`open_store`, wrapped for asyncio (see :mod:`persistence.aio`)."""
+    return AsyncStore(open_store(url, files_dir=files_dir, read_only=read_only, env=env))

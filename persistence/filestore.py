@@ -1,0 +1,225 @@
+"""Content-addressed file bytes on a local folder.
+
+An object lives at ``{owner}/{sha256[:2]}/{sha256}``: the path comes from the owner and the
+content hash, never from a user's filename. Bytes are streamed (1 MiB at a time) into a
+temporary file in the same folder while they are hashed, then renamed into place, so a
+crash leaves either the whole object or nothing; a second upload of the same bytes is
+discarded after hashing and stores nothing new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import mimetypes
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import NotFoundError, ValidationError
+
+__all__ = ["LocalFileStore", "StoredBlob", "sniff_mime", "storage_path_for", "open_source"]
+
+CHUNK = 1024 * 1024
+HEAD_BYTES = 8192
+SHARED_OWNER = "shared"
+
+
+def storage_path_for(owner: str | None, sha256: str) -> str:
+    return f"{owner or SHARED_OWNER}/{sha256[:2]}/{sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    sha256: str
+    size: int
+    storage_path: str
+    head: bytes
+    created: bool
+
+
+@contextlib.contextmanager
+def open_source(source: object, field: str = "source") -> Iterator[BinaryIO]:
+    """A readable binary stream for a path, bytes or binary stream."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        yield io.BytesIO(bytes(source))
+    elif isinstance(source, str | os.PathLike):
+        try:
+            fh = open(source, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise ValidationError(field, f"no such file: {os.fspath(source)}") from None
+        except IsADirectoryError:
+            raise ValidationError(field, f"is a directory: {os.fspath(source)}") from None
+        except OSError as exc:
+            raise ValidationError(field, f"cannot read {os.fspath(source)}: {exc.strerror}") from None
+        with fh:
+            yield fh
+    elif hasattr(source, "read"):
+        yield source  # type: ignore[misc]
+    else:
+        raise ValidationError(field, f"expected a path, bytes or a binary stream, got {type(source).__name__}")
+
+
+class LocalFileStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, storage_path: str) -> Path:
+        path = (self.root / storage_path).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValidationError("storage_path", f"{storage_path!r} is outside the file store")
+        return path
+
+    def put(self, stream: BinaryIO, owner: str | None, *, max_bytes: int | None = None) -> StoredBlob:
+        tmp_dir = self.root / ".tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    if isinstance(chunk, str):
+                        raise ValidationError("source", "stream must be opened in binary mode")
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ValidationError("source", f"larger than the limit of {max_bytes:,} bytes")
+                    if len(head) < HEAD_BYTES:
+                        head += chunk[: HEAD_BYTES - len(head)]
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            storage_path = storage_path_for(owner, sha)
+            final = self._path(storage_path)
+            if final.exists() and final.stat().st_size == size:
+                os.unlink(tmp_name)
+                return StoredBlob(sha, size, storage_path, head, created=False)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)  # atomic on one file system
+            _fsync_dir(final.parent)
+            return StoredBlob(sha, size, storage_path, head, created=True)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def exists(self, storage_path: str) -> bool:
+        return self._path(storage_path).exists()
+
+    def open(self, storage_path: str) -> BinaryIO:
+        try:
+            return open(self._path(storage_path), "rb")
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"the bytes of {storage_path} are missing from the file store at {self.root}"
+            ) from None
+
+    def delete(self, storage_path: str) -> bool:
+        try:
+            self._path(storage_path).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.parts)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / file system
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
+    (b"Rar!\x1a\x07", "application/vnd.rar"),
+    (b"\x7fELF", "application/x-executable"),
+    (b"MZ", "application/x-msdownload"),
+    (b"SQLite format 3\x00", "application/vnd.sqlite3"),
+    (b"OggS", "audio/ogg"),
+    (b"ID3", "audio/mpeg"),
+    (b"fLaC", "audio/flac"),
+)
+_ZIP_TYPES = {
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".jar": "application/java-archive",
+    ".epub": "application/epub+zip",
+}
+
+
+def sniff_mime(head: bytes, filename: str | None = None) -> str:
+    """The type from the bytes themselves; the filename only refines text and zip types."""
+    ext = os.path.splitext(filename or "")[1].lower()
+    for magic, mime in _MAGIC:
+        if head.startswith(magic):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[4:8] == b"ftyp":
+        return "video/mp4"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _ZIP_TYPES.get(ext, "application/zip")
+    if _looks_like_text(head):
+        stripped = head.lstrip()[:256].lower()
+        if stripped.startswith((b"<!doctype html", b"<html")):
+            return "text/html"
+        if stripped.startswith(b"<svg") or (stripped.startswith(b"<?xml") and b"<svg" in head.lower()):
+            return "image/svg+xml"
+        guessed = mimetypes.guess_type("x" + ext)[0] if ext else None
+        if guessed and (guessed.startswith("text/") or guessed in _TEXTUAL):
+            return guessed
+        return "text/plain"
+    return "application/octet-stream"
+
+
+_TEXTUAL = {
+    "application/json",
+    "application/xml",
+    "application/javascript",
+    "application/x-sh",
+    "application/toml",
+    "application/x-yaml",
+    "application/yaml",
+    "application/sql",
+}
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head:
+        return True  # an empty file is (empty) text
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the sample is still text.
+        return exc.start >= len(head) - 3

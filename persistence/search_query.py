@@ -1,0 +1,216 @@
+"""The search syntax users type, parsed once and rendered for each backend.
+
+Accepted: words (all must match, English matched by stem), ``"exact phrase"``, ``a OR b``,
+``-word`` / ``-"phrase"`` to exclude, ``word*`` for a prefix. Anything else is searched as
+words: punctuation separates words, an unbalanced quote ends at the end of the query, a
+query of only punctuation or only exclusions matches nothing. The user's text never reaches
+the database as syntax: every word is re-quoted when rendered.
+
+Text written without spaces (Chinese, Japanese, Korean, Thai) is matched by substring. It is
+indexed as overlapping character pairs (``数据库`` -> ``数据 据库 库``) and a query run
+becomes the phrase of its pairs, which matches exactly where the run occurs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Term", "Clause", "parse_query", "to_fts5", "cjk_index_text", "is_cjk_char", "python_fragments"]
+
+# Scripts written without spaces between words.
+_CJK_RANGES = (
+    "\u0e00-\u0e7f"  # Thai
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3400-\u4dbf"  # CJK Extension A
+    "\u4e00-\u9fff"  # CJK Unified Ideographs
+    "\uac00-\ud7af"  # Hangul syllables
+    "\uf900-\ufaff"  # CJK Compatibility Ideographs
+    "\U00020000-\U0003134f"  # CJK Extensions B-G
+)
+_CJK_RUN = re.compile(f"[{_CJK_RANGES}]+")
+_CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
+# A word as SQLite's unicode61 and Postgres' parser see it: letters and digits (no "_").
+_WORD_OR_RUN = re.compile(f"[{_CJK_RANGES}]+|[^\\W_{_CJK_RANGES}]+")
+
+
+def is_cjk_char(ch: str) -> bool:
+    return bool(_CJK_CHAR.match(ch))
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A word or phrase. ``words`` are the units (latin words or CJK runs) in order."""
+
+    words: tuple[str, ...]
+    phrase: bool = False
+    prefix: bool = False
+
+    def is_cjk(self, i: int) -> bool:
+        return bool(_CJK_CHAR.match(self.words[i]))
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """Terms joined by OR; the clause is excluded when ``negated``."""
+
+    terms: tuple[Term, ...]
+    negated: bool = False
+
+
+def _split_chunks(query: str) -> list[tuple[str, bool]]:
+    """(text, quoted) chunks: quoted phrases whole, the rest split on whitespace."""
+    chunks: list[tuple[str, bool]] = []
+    i, n = 0, len(query)
+    while i < n:
+        ch = query[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch == '"' or (ch == "-" and i + 1 < n and query[i + 1] == '"'):
+            neg = ch == "-"
+            start = i + (2 if neg else 1)
+            end = query.find('"', start)
+            if end == -1:
+                end = n  # unbalanced quote: the phrase runs to the end
+            prefix = end + 1 < n and query[end + 1] == "*"
+            chunks.append((("-" if neg else "") + query[start:end] + ("*" if prefix else ""), True))
+            i = end + 1 + (1 if prefix else 0)
+            continue
+        j = i
+        while j < n and not query[j].isspace() and query[j] != '"':
+            j += 1
+        chunks.append((query[i:j], False))
+        i = j
+    return chunks
+
+
+def parse_query(query: str) -> list[Clause]:
+    """Clauses to AND together (negated ones excluded). Empty: nothing to search for."""
+    if not isinstance(query, str):
+        return []
+    clauses: list[list[Term]] = []
+    negations: list[bool] = []
+    join_next = False
+    for text, quoted in _split_chunks(query[:2000]):
+        if not quoted and text == "OR":
+            join_next = bool(clauses)
+            continue
+        if not quoted and text == "AND":
+            continue
+        negated = text.startswith("-") and len(text) > 1
+        if negated:
+            text = text[1:]
+        prefix = text.endswith("*")
+        words = tuple(_WORD_OR_RUN.findall(text))
+        if not words:
+            continue
+        term = Term(words=words, phrase=quoted or len(words) > 1, prefix=prefix)
+        if join_next and not negated and not negations[-1]:
+            clauses[-1].append(term)
+        else:
+            clauses.append([term])
+            negations.append(negated)
+        join_next = False
+    parsed = [Clause(tuple(terms), neg) for terms, neg in zip(clauses, negations, strict=True)]
+    if not any(not c.negated for c in parsed):
+        return []  # only exclusions: there is nothing to rank
+    return parsed
+
+
+def cjk_pairs(run: str) -> list[str]:
+    """Overlapping pairs of a run, the way the index stores it (without the tail char)."""
+    if len(run) == 1:
+        return [run]
+    return [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def cjk_index_text(content: str) -> str | None:
+    """The extra text indexed for content with CJK runs (None when there are none).
+
+    Each run becomes its overlapping pairs plus its last character, so a query of any
+    length (one character included, as a prefix of a pair or the tail) finds it.
+    """
+    runs = _CJK_RUN.findall(content)
+    if not runs:
+        return None
+    out: list[str] = []
+    for run in runs:
+        if len(run) > 1:
+            out.extend(run[i : i + 2] for i in range(len(run) - 1))
+        out.append(run[-1])
+    return " ".join(out)
+
+
+def _fts5_term(term: Term) -> str:
+    tokens: list[str] = []
+    single_cjk = False
+    for i, word in enumerate(term.words):
+        if term.is_cjk(i):
+            tokens.extend(cjk_pairs(word))
+            single_cjk = len(word) == 1 and len(term.words) == 1
+        else:
+            tokens.append(word)
+    # FTS5 strings are double-quoted; our tokens never contain quotes or operators.
+    rendered = '"' + " ".join(tokens) + '"'
+    if term.prefix or single_cjk:
+        rendered += "*"
+    return rendered
+
+
+def to_fts5(clauses: list[Clause]) -> str | None:
+    """An FTS5 MATCH expression, or None when there is nothing to search for."""
+    positive = [c for c in clauses if not c.negated]
+    negative = [c for c in clauses if c.negated]
+    if not positive:
+        return None
+
+    def render(c: Clause) -> str:
+        parts = [_fts5_term(t) for t in c.terms]
+        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+    expr = " AND ".join(render(c) for c in positive)
+    if negative:
+        expr = f"({expr}) NOT (" + " OR ".join(render(c) for c in negative) + ")"
+    return expr
+
+
+def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> tuple[tuple[str, bool], ...]:
+    """A snippet of ``content`` around the first match, with matches marked.
+
+    Used where the database cannot cut one from the original text (CJK hits, whose index
+    text is made of character pairs). CJK runs are matched as substrings; latin words by
+    prefix, case-insensitively (stems like run/running both light up).
+    """
+    needles: list[str] = []
+    for clause in clauses:
+        if clause.negated:
+            continue
+        for term in clause.terms:
+            for i, word in enumerate(term.words):
+                if term.is_cjk(i):
+                    needles.append(re.escape(word))
+                else:
+                    stem = word if len(word) <= 4 else word[: max(4, len(word) - 3)]
+                    needles.append(r"\b" + re.escape(stem) + r"\w*")
+    if not needles:
+        return ((content[:width], False),)
+    pattern = re.compile("|".join(sorted(needles, key=len, reverse=True)), re.IGNORECASE)
+    first = pattern.search(content)
+    start = 0 if first is None else max(0, first.start() - width // 3)
+    end = min(len(content), start + width)
+    window = content[start:end]
+    parts: list[tuple[str, bool]] = []
+    if start > 0:
+        parts.append(("…", False))
+    pos = 0
+    for m in pattern.finditer(window):
+        if m.start() > pos:
+            parts.append((window[pos : m.start()], False))
+        parts.append((m.group(0), True))
+        pos = m.end()
+    if pos < len(window):
+        parts.append((window[pos:], False))
+    if end < len(content):
+        parts.append(("…", False))
+    return tuple(parts)

@@ -1,0 +1,1262 @@
+"""The embedded default: one SQLite file (WAL, FTS5) and a content-addressed file folder.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so the message, its ``seq``, the thread's
+totals and the daily rollup are committed together or not at all, and concurrent writers (in
+threads or processes) queue on the write lock instead of interleaving. Each thread gets its
+own connection; WAL lets readers run beside the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+from . import validation as v
+from .errors import (
+    ConflictError,
+    NotFoundError,
+    PersistenceError,
+    ReadOnlyStoreError,
+    SchemaVersionError,
+    StoreOpenError,
+    ValidationError,
+)
+from .filestore import LocalFileStore, StoredBlob
+from .models import Conversation, ImportResult, Message, RepriceResult, SearchHit, StoredFile, Usage
+from .pricing import Price, package_prices
+from .search_query import Clause, python_fragments, to_fts5
+from .sqlite_schema import MIGRATIONS
+from .store import ListFilters, PreparedConversation, PreparedMessage, Store, day_of, now
+from .transfer import ParsedRecord
+
+__all__ = ["SQLiteStore"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Ranking reads bm25 for at most this many of the newest matches: a word in half of a
+# million messages would otherwise cost a scan per query. Rarer words rank all matches.
+SEARCH_RANK_WINDOW = 20_000
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_BUCKETS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+_MESSAGE_COLUMNS = (
+    "m.id, m.conversation_id, c.continuation_id, m.seq, m.role, m.content, m.created_at, m.tool_name, "
+    "m.provider, m.model_used, m.input_tokens, m.cached_input_tokens, m.cache_write_tokens, "
+    "m.output_tokens, m.reasoning_tokens, m.cost, m.price_id, m.duration_ms, m.files, m.images, "
+    "m.metadata, m.user_id"
+)
+_ROLLUP_UPSERT = """
+insert into usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
+    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
+    unpriced_messages, duration_ms)
+values (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+on conflict (day, user_id, model, provider, tool_name) do update set
+    messages = messages + 1,
+    input_tokens = input_tokens + excluded.input_tokens,
+    cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd = cost_usd + excluded.cost_usd,
+    unpriced_messages = unpriced_messages + excluded.unpriced_messages,
+    duration_ms = duration_ms + excluded.duration_ms
+"""
+# Rebuilds the rollup of whole days from messages (reprice, import, prune).
+_ROLLUP_REBUILD = """
+insert into usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
+    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
+    unpriced_messages, duration_ms)
+select substr(created_at, 1, 10), coalesce(user_id, ''), coalesce(model_used, ''),
+    coalesce(provider, ''), coalesce(tool_name, ''), count(*), sum(input_tokens),
+    sum(cached_input_tokens), sum(cache_write_tokens), sum(output_tokens), sum(reasoning_tokens),
+    coalesce(sum(cost), 0),
+    sum(cost is null and (tokens > 0 or json_extract(metadata, '$.usage_raw') is not null)),
+    coalesce(sum(duration_ms), 0)
+from messages
+where created_at >= :day and created_at < date(:day, '+1 day')
+group by 1, 2, 3, 4, 5
+"""
+_TOTALS_REBUILD = """
+update conversations set
+    message_count = t.n, total_tokens = t.tokens, input_tokens = t.i, cached_input_tokens = t.ci,
+    cache_write_tokens = t.cw, output_tokens = t.o, reasoning_tokens = t.r, total_cost = t.cost,
+    unpriced_messages = t.unpriced
+from (
+    select count(*) as n, coalesce(sum(tokens), 0) as tokens, coalesce(sum(input_tokens), 0) as i,
+        coalesce(sum(cached_input_tokens), 0) as ci, coalesce(sum(cache_write_tokens), 0) as cw,
+        coalesce(sum(output_tokens), 0) as o, coalesce(sum(reasoning_tokens), 0) as r,
+        coalesce(sum(cost), 0) as cost,
+        coalesce(sum(cost is null and (tokens > 0 or json_extract(metadata, '$.usage_raw') is not null)), 0) as unpriced
+    from messages where conversation_id = :id
+) as t
+where conversations.id = :id
+"""
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _opt_dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class SQLiteStore(Store):
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        files_dir: str | Path | None = None,
+        read_only: bool = False,
+        bucket_name: str = "local",
+    ) -> None:
+        super().__init__()
+        self.path = Path(path).expanduser()
+        self.url = f"sqlite:///{self.path}"
+        self.bucket_name = bucket_name
+        self.read_only = read_only
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._check_file()
+        self.files = LocalFileStore(
+            Path(files_dir).expanduser() if files_dir else self.path.with_name(self.path.stem + "-files")
+        )
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise StoreOpenError(f"{self.path} is a directory, not a SQLite database file")
+        if self.path.exists():
+            try:
+                with open(self.path, "rb") as fh:
+                    header = fh.read(len(SQLITE_HEADER))
+            except OSError as exc:
+                raise StoreOpenError(f"cannot read {self.path}: {exc.strerror}") from None
+            if header and header != SQLITE_HEADER:
+                raise StoreOpenError(f"{self.path} is not a SQLite database (left untouched)")
+            if not self.read_only and not os.access(self.path, os.W_OK):
+                self.read_only = True  # readable, so browse it; writes raise ReadOnlyStoreError
+        elif self.read_only:
+            raise StoreOpenError(f"{self.path} does not exist")
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreOpenError(f"cannot create {self.path.parent}: {exc.strerror}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise PersistenceError("the store is closed")
+        try:
+            if self.read_only:
+                uri = f"file:{quote(str(self.path))}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+                try:
+                    conn.execute("select count(*) from sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    # A WAL database in a read-only folder cannot create its -shm file.
+                    conn.close()
+                    uri = f"file:{quote(str(self.path))}?mode=ro&immutable=1"
+                    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                conn.execute("pragma journal_mode = wal")
+            conn.execute("pragma foreign_keys = on")
+            # NORMAL in WAL mode survives application crashes; only an OS crash or power
+            # loss can drop the last transactions (SQLite docs, "WAL mode").
+            conn.execute("pragma synchronous = normal")
+            conn.execute("pragma busy_timeout = 30000")
+            conn.execute("pragma cache_size = -65536")
+            conn.execute("pragma temp_store = memory")
+            conn.execute("pragma mmap_size = 268435456")
+            conn.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreOpenError(f"cannot open {self.path}: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.path} is read-only; nothing was written")
+        db = self._conn()
+        try:
+            db.execute("begin immediate")
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from None
+        try:
+            yield db
+            db.execute("commit")
+        except BaseException as exc:
+            db.execute("rollback")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._translate(exc) from None
+            raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across the statements of one read."""
+        db = self._conn()
+        db.execute("begin")
+        try:
+            yield db
+        finally:
+            db.execute("commit")
+
+    def _translate(self, exc: sqlite3.OperationalError) -> PersistenceError:
+        text = str(exc)
+        if "readonly" in text:
+            return ReadOnlyStoreError(f"{self.path} is read-only: {text}; nothing was written")
+        if "locked" in text or "busy" in text:
+            return PersistenceError(f"{self.path} stayed locked by another writer for 30 s: {text}")
+        return PersistenceError(f"{self.path}: {text}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- migrations --------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        db = self._conn()
+        known = [name for name, _ in MIGRATIONS]
+        applied = self._applied(db)
+        unknown = [name for name in applied if name not in known]
+        if unknown:
+            raise SchemaVersionError(
+                f"{self.path} was migrated by a newer version of persistence ({', '.join(unknown)}); upgrade the package"
+            )
+        pending = [(n, sql) for n, sql in MIGRATIONS if n not in applied]
+        if pending and self.read_only:
+            raise StoreOpenError(f"{self.path} needs migrating ({pending[0][0]}) but is read-only")
+        for name, sql in pending:
+            with self._write() as tx:
+                if name in self._applied(tx):  # another process got there first
+                    continue
+                # executescript would commit our transaction; run statement by statement.
+                for statement in _split_sql(sql):
+                    tx.execute(statement)
+                tx.execute("insert into _migrations (name, applied_at) values (?, ?)", (name, _ts(now())))
+        if not self.read_only:
+            self._sync_package_prices()
+
+    def _applied(self, db: sqlite3.Connection) -> list[str]:
+        if not self.read_only:
+            db.execute("create table if not exists _migrations (name text primary key, applied_at text not null)")
+        try:
+            return [r[0] for r in db.execute("select name from _migrations order by rowid")]
+        except sqlite3.OperationalError:
+            return []
+        except sqlite3.DatabaseError as exc:
+            raise StoreOpenError(f"{self.path} is not a usable SQLite database: {exc}") from None
+
+    def migrations(self) -> list[tuple[str, datetime]]:
+        return [(r[0], _dt(r[1])) for r in self._conn().execute("select name, applied_at from _migrations order by rowid")]
+
+    # -- prices ------------------------------------------------------------------------
+
+    def _sync_package_prices(self) -> None:
+        prices, digest = package_prices()
+        row = self._conn().execute("select value from store_meta where key = 'package_prices_sha256'").fetchone()
+        if row and row[0] == digest:
+            return
+        with self._write() as db:
+            self._upsert_prices(db, prices, "package")
+            db.execute(
+                "insert into store_meta (key, value) values ('package_prices_sha256', ?) "
+                "on conflict (key) do update set value = excluded.value",
+                (digest,),
+            )
+        self._prices = None
+
+    def _upsert_prices(self, db: sqlite3.Connection, prices: list[Price], origin: str) -> None:
+        for p in prices:
+            row = p.to_row()
+            row["origin"] = origin
+            cols = ", ".join(row)
+            db.execute(
+                f"insert into model_prices ({cols}) values ({', '.join(':' + c for c in row)}) "
+                f"on conflict (id) do update set {', '.join(f'{c} = excluded.{c}' for c in row if c != 'id')}",
+                row,
+            )
+
+    def _load_prices(self) -> list[Price]:
+        rows = self._conn().execute("select * from model_prices").fetchall()
+        return [Price.from_mapping({k: r[k] for k in r.keys()}, f"model_prices[{r['id']}]") for r in rows]
+
+    def _save_prices(self, prices: list[Price], origin: str) -> None:
+        with self._write() as db:
+            self._upsert_prices(db, prices, origin)
+
+    # -- row conversion ----------------------------------------------------------------
+
+    @staticmethod
+    def _message(r: sqlite3.Row | Sequence[Any]) -> Message:
+        return Message(
+            id=r[0],
+            conversation_id=r[1],
+            continuation_id=r[2],
+            seq=r[3],
+            role=r[4],
+            content=r[5],
+            created_at=_dt(r[6]),
+            tool_name=r[7],
+            provider=r[8],
+            model=r[9],
+            usage=Usage(r[10], r[11], r[12], r[13], r[14]),
+            cost_usd=r[15],
+            price_id=r[16],
+            duration_ms=r[17],
+            files=tuple(_json(r[18])),
+            images=tuple(_json(r[19])),
+            metadata=_json(r[20]),
+            user_id=r[21],
+        )
+
+    @staticmethod
+    def _conversation(
+        r: sqlite3.Row, messages: tuple[Message, ...] = (), files: tuple[StoredFile, ...] = ()
+    ) -> Conversation:
+        return Conversation(
+            id=r["id"],
+            continuation_id=r["continuation_id"],
+            created_at=_dt(r["created_at"]),
+            updated_at=_dt(r["updated_at"]),
+            parent_id=r["parent_id"],
+            session_id=r["session_id"],
+            user_id=r["user_id"],
+            title=r["title"],
+            summary=r["summary"],
+            tool_name=r["tool_name"],
+            model=r["model_used"],
+            status=r["status"],
+            tags=tuple(_json(r["tags"])),
+            initial_context=_json(r["initial_context"]),
+            metadata=_json(r["metadata"]),
+            expires_at=_opt_dt(r["expires_at"]),
+            message_count=r["message_count"],
+            usage=Usage(*(r[b] for b in _BUCKETS)),
+            cost_usd=r["total_cost"],
+            unpriced_messages=r["unpriced_messages"],
+            messages=messages,
+            files=files,
+        )
+
+    @staticmethod
+    def _file(r: sqlite3.Row, deduplicated: bool = False) -> StoredFile:
+        keys = r.keys()
+        return StoredFile(
+            id=r["id"],
+            file_hash=r["file_hash"],
+            size=r["file_size"],
+            mime_type=r["mime_type"],
+            filename=r["filename"],
+            storage_path=r["storage_path"],
+            bucket_name=r["bucket_name"],
+            created_at=_dt(r["created_at"]),
+            upload_id=r["upload_id"] if "upload_id" in keys else None,
+            deduplicated=deduplicated,
+            user_id=r["user_id"],
+            session_id=r["session_id"],
+            continuation_id=r["continuation_id"] if "continuation_id" in keys else None,
+            tags=tuple(_json(r["tags"])),
+            description=r["description"],
+            metadata=_json(r["metadata"]),
+        )
+
+    # -- conversations -----------------------------------------------------------------
+
+    def _insert_conversation(self, db: sqlite3.Connection, c: PreparedConversation, updated_at: datetime | None = None, model: str | None = None) -> None:
+        try:
+            db.execute(
+                """insert into conversations (id, continuation_id, parent_id, session_id, user_id, title,
+                       summary, tool_name, model_used, status, tags, initial_context, metadata, created_at,
+                       updated_at, expires_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    c.id,
+                    c.continuation_id,
+                    c.parent_id,
+                    c.session_id,
+                    c.user_id,
+                    c.title,
+                    c.summary,
+                    c.tool_name,
+                    model,
+                    c.status,
+                    v.dumps(list(c.tags)),
+                    None if c.initial_context is None else v.dumps(c.initial_context),
+                    v.dumps(c.metadata),
+                    _ts(c.created_at),
+                    _ts(updated_at or c.created_at),
+                    None if c.expires_at is None else _ts(c.expires_at),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"conversation id {c.id} is already used by another thread: {exc}") from None
+
+    def _conversation_row(self, db: sqlite3.Connection, continuation_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = db.execute(
+            "select * from conversations where continuation_id = ?", (continuation_id,)
+        ).fetchone()
+        return row
+
+    def _ensure_conversation(self, db: sqlite3.Connection, continuation_id: str, created_at: datetime, tool_name: str | None) -> sqlite3.Row:
+        row = self._conversation_row(db, continuation_id)
+        if row is None:
+            self._insert_conversation(
+                db,
+                PreparedConversation(id=str(uuid.uuid4()), continuation_id=continuation_id, created_at=created_at, tool_name=tool_name),
+            )
+            row = self._conversation_row(db, continuation_id)
+        assert row is not None
+        return row
+
+    def _start_conversation(self, conv: PreparedConversation) -> Conversation:
+        with self._write() as db:
+            row = self._conversation_row(db, conv.continuation_id)
+            if row is None:
+                self._insert_conversation(db, conv)
+                row = self._conversation_row(db, conv.continuation_id)
+        assert row is not None
+        return self._conversation(row)
+
+    def _update_conversation(self, continuation_id: str, changes: dict[str, Any]) -> Conversation:
+        columns = {
+            "title": lambda x: x,
+            "summary": lambda x: x,
+            "status": lambda x: x,
+            "tags": lambda x: v.dumps(list(x)),
+            "metadata": v.dumps,
+            "initial_context": lambda x: None if x is None else v.dumps(x),
+            "expires_at": lambda x: None if x is None else _ts(x),
+        }
+        with self._write() as db:
+            if changes:
+                sets = ", ".join(f"{k} = :{k}" for k in changes)
+                params = {k: columns[k](val) for k, val in changes.items()}
+                params["cid"] = continuation_id
+                db.execute(f"update conversations set {sets} where continuation_id = :cid", params)
+            row = self._conversation_row(db, continuation_id)
+        if row is None:
+            raise NotFoundError(f"no conversation with continuation_id {continuation_id!r}")
+        return self._conversation(row)
+
+    def _get_conversation(self, continuation_id: str, last: int | None) -> Conversation | None:
+        with self._read() as db:
+            row = self._conversation_row(db, continuation_id)
+            if row is None:
+                return None
+            messages = self._messages_of(db, row["id"], continuation_id, None, last)
+            files = self._files_of(db, row["id"], continuation_id)
+        return self._conversation(row, tuple(messages), tuple(files))
+
+    def _messages_of(
+        self, db: sqlite3.Connection, conversation_id: str, continuation_id: str, before_seq: int | None, last: int | None
+    ) -> list[Message]:
+        sql = f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.conversation_id = ?"
+        params: list[Any] = [conversation_id]
+        if before_seq is not None:
+            sql += " and m.seq < ?"
+            params.append(before_seq)
+        if last is not None:
+            # Newest first with a limit, then reversed: the newest turns, oldest first.
+            rows = db.execute(sql + " order by m.seq desc limit ?", (*params, last)).fetchall()
+            rows.reverse()
+        else:
+            rows = db.execute(sql + " order by m.seq", params).fetchall()
+        return [self._message(r) for r in rows]
+
+    def _files_of(self, db: sqlite3.Connection, conversation_id: str, continuation_id: str) -> list[StoredFile]:
+        rows = db.execute(
+            """select f.id, f.file_hash, f.file_size, f.storage_path, f.bucket_name, f.user_id,
+                      coalesce(u.mime_type, f.mime_type) as mime_type, coalesce(u.filename, f.filename) as filename,
+                      coalesce(u.created_at, f.created_at) as created_at, u.id as upload_id,
+                      coalesce(u.session_id, f.session_id) as session_id, coalesce(u.tags, f.tags) as tags,
+                      coalesce(u.description, f.description) as description, coalesce(u.metadata, f.metadata) as metadata,
+                      ? as continuation_id
+               from conversation_files cf
+               join files f on f.id = cf.file_id
+               left join file_uploads u on u.id = (
+                   select id from file_uploads where file_id = f.id and conversation_id = cf.conversation_id
+                   order by created_at, id limit 1)
+               where cf.conversation_id = ?
+               order by cf.created_at, f.id""",
+            (continuation_id, conversation_id),
+        ).fetchall()
+        return [self._file(r) for r in rows]
+
+    def _get_messages(self, continuation_id: str, before_seq: int | None, limit: int) -> list[Message]:
+        with self._read() as db:
+            row = self._conversation_row(db, continuation_id)
+            if row is None:
+                raise NotFoundError(f"no conversation with continuation_id {continuation_id!r}")
+            return self._messages_of(db, row["id"], continuation_id, before_seq, limit)
+
+    def _get_message(self, message_id: str) -> Message | None:
+        row = self._conn().execute(
+            f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.id = ?",
+            (message_id,),
+        ).fetchone()
+        return None if row is None else self._message(row)
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
+        with self._write() as db:
+            existing = db.execute(
+                f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.id = ?",
+                (msg.id,),
+            ).fetchone()
+            if existing is not None:
+                if existing[2] != continuation_id:
+                    raise ConflictError(
+                        f"message_id {msg.id} already belongs to conversation {existing[2]!r}, not {continuation_id!r}"
+                    )
+                return self._message(existing)  # a retry: stored once
+            conv = self._ensure_conversation(db, continuation_id, msg.created_at, msg.tool_name)
+            seq = db.execute(
+                "select coalesce(max(seq), 0) + 1 from messages where conversation_id = ?", (conv["id"],)
+            ).fetchone()[0]
+            self._insert_messages(db, conv["id"], conv["user_id"], [(seq, msg)])
+            u = msg.usage
+            db.execute(
+                """update conversations set
+                       message_count = message_count + 1,
+                       total_tokens = total_tokens + :total,
+                       input_tokens = input_tokens + :i, cached_input_tokens = cached_input_tokens + :ci,
+                       cache_write_tokens = cache_write_tokens + :cw, output_tokens = output_tokens + :o,
+                       reasoning_tokens = reasoning_tokens + :r,
+                       total_cost = total_cost + :cost,
+                       unpriced_messages = unpriced_messages + :unpriced,
+                       model_used = case when :model is not null and :at >= updated_at then :model
+                                         else coalesce(model_used, :model) end,
+                       title = coalesce(title, :title),
+                       updated_at = max(updated_at, :at)
+                   where id = :id""",
+                {
+                    "total": u.total,
+                    "i": u.input_tokens,
+                    "ci": u.cached_input_tokens,
+                    "cw": u.cache_write_tokens,
+                    "o": u.output_tokens,
+                    "r": u.reasoning_tokens,
+                    "cost": msg.cost or 0.0,
+                    "unpriced": int(msg.unpriced),
+                    "model": msg.model,
+                    "at": _ts(msg.created_at),
+                    "title": msg.title_hint,
+                    "id": conv["id"],
+                },
+            )
+            db.execute(_ROLLUP_UPSERT, self._rollup_params(conv["user_id"], msg))
+        return Message(
+            id=msg.id,
+            conversation_id=conv["id"],
+            continuation_id=continuation_id,
+            seq=seq,
+            role=msg.role,
+            content=msg.content,
+            created_at=msg.created_at,
+            tool_name=msg.tool_name,
+            provider=msg.provider,
+            model=msg.model,
+            usage=msg.usage,
+            cost_usd=msg.cost,
+            price_id=msg.price_id,
+            duration_ms=msg.duration_ms,
+            files=msg.files,
+            images=msg.images,
+            metadata=msg.metadata,
+            user_id=conv["user_id"],
+        )
+
+    @staticmethod
+    def _rollup_params(user_id: str | None, msg: PreparedMessage) -> tuple[Any, ...]:
+        u = msg.usage
+        return (
+            day_of(msg.created_at),
+            user_id or "",
+            msg.model or "",
+            msg.provider or "",
+            msg.tool_name or "",
+            u.input_tokens,
+            u.cached_input_tokens,
+            u.cache_write_tokens,
+            u.output_tokens,
+            u.reasoning_tokens,
+            msg.cost or 0.0,
+            int(msg.unpriced),
+            msg.duration_ms or 0,
+        )
+
+    @staticmethod
+    def _insert_messages(
+        db: sqlite3.Connection, conversation_id: str, user_id: str | None, messages: list[tuple[int, PreparedMessage]]
+    ) -> None:
+        try:
+            db.executemany(
+                """insert into messages (id, conversation_id, seq, role, content, tool_name, provider, model_used,
+                       tokens, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+                       reasoning_tokens, cost, price_id, duration_ms, files, images, metadata, user_id,
+                       created_at, search_extra)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (
+                        m.id,
+                        conversation_id,
+                        seq,
+                        m.role,
+                        m.content,
+                        m.tool_name,
+                        m.provider,
+                        m.model,
+                        m.usage.total,
+                        m.usage.input_tokens,
+                        m.usage.cached_input_tokens,
+                        m.usage.cache_write_tokens,
+                        m.usage.output_tokens,
+                        m.usage.reasoning_tokens,
+                        m.cost,
+                        m.price_id,
+                        m.duration_ms,
+                        v.dumps(list(m.files)),
+                        v.dumps(list(m.images)),
+                        v.dumps(m.metadata),
+                        user_id,
+                        _ts(m.created_at),
+                        m.search_extra,
+                    )
+                    for seq, m in messages
+                ],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"cannot store messages of conversation {conversation_id}: {exc}") from None
+
+    # -- listing -----------------------------------------------------------------------
+
+    def _conversation_where(self, f: ListFilters) -> tuple[list[str], dict[str, Any]]:
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if f.since:
+            where.append("c.updated_at >= :since")
+            params["since"] = _ts(f.since)
+        if f.until:
+            where.append("c.created_at < :until")
+            params["until"] = _ts(f.until)
+        if f.model:
+            where.append("exists (select 1 from messages m where m.conversation_id = c.id and m.model_used = :model)")
+            params["model"] = f.model
+        if f.provider:
+            where.append("exists (select 1 from messages m where m.conversation_id = c.id and m.provider = :provider)")
+            params["provider"] = f.provider
+        if f.tool_name:
+            where.append(
+                "(c.tool_name = :tool_name or exists (select 1 from messages m "
+                "where m.conversation_id = c.id and m.tool_name = :tool_name))"
+            )
+            params["tool_name"] = f.tool_name
+        if f.tag:
+            where.append("exists (select 1 from json_each(c.tags) where value = :tag)")
+            params["tag"] = f.tag
+        for key in ("session_id", "user_id", "parent_id", "status"):
+            value = getattr(f, key)
+            if value is not None:
+                where.append(f"c.{key} = :{key}")
+                params[key] = value
+        if f.min_cost is not None:
+            where.append("c.total_cost >= :min_cost")
+            params["min_cost"] = f.min_cost
+        if f.text:
+            where.append("c.title like :text escape '\\'")
+            params["text"] = _like(f.text)
+        return where, params
+
+    def _list_conversations(self, filters: ListFilters, order: str, limit: int, after: list[Any] | None) -> list[Conversation]:
+        where, params = self._conversation_where(filters)
+        column = {"recent": "c.updated_at", "created": "c.created_at", "cost": "c.total_cost"}[order]
+        if after is not None:
+            where.append(f"({column}, c.id) < (:after_key, :after_id)")
+            params["after_key"], params["after_id"] = after
+        params["limit"] = limit
+        sql = "select c.* from conversations c"
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += f" order by {column} desc, c.id desc limit :limit"
+        return [self._conversation(r) for r in self._conn().execute(sql, params)]
+
+    def _count_conversations(self, filters: ListFilters) -> int:
+        where, params = self._conversation_where(filters)
+        sql = "select count(*) from conversations c" + (" where " + " and ".join(where) if where else "")
+        return int(self._conn().execute(sql, params).fetchone()[0])
+
+    # -- search ------------------------------------------------------------------------
+
+    def _search(
+        self,
+        clauses: list[Clause],
+        *,
+        limit: int,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+        order: str,
+    ) -> list[SearchHit]:
+        expr = to_fts5(clauses)
+        if expr is None:
+            return []
+        where = ["messages_fts match :q"]
+        params: dict[str, Any] = {"q": expr, "limit": limit}
+        if since:
+            where.append("m.created_at >= :since")
+            params["since"] = _ts(since)
+        if until:
+            where.append("m.created_at < :until")
+            params["until"] = _ts(until)
+        if model:
+            where.append("m.model_used = :model")
+            params["model"] = model
+        if role:
+            where.append("m.role = :role")
+            params["role"] = role
+        if continuation_id:
+            where.append("m.conversation_id = (select id from conversations where continuation_id = :cid)")
+            params["cid"] = continuation_id
+        source = "messages_fts join messages m on m.rowid = messages_fts.rowid"
+        db = self._conn()
+        with self._read():
+            if order == "recent":
+                ranked = db.execute(
+                    f"select messages_fts.rowid, 0.0 from {source} where {' and '.join(where)} "
+                    "order by m.created_at desc, m.rowid desc limit :limit",
+                    params,
+                ).fetchall()
+            else:
+                cutoff = db.execute(
+                    f"select messages_fts.rowid from {source} where {' and '.join(where)} "
+                    "order by messages_fts.rowid desc limit 1 offset :window",
+                    {**params, "window": SEARCH_RANK_WINDOW - 1},
+                ).fetchone()
+                ranked_where = list(where)
+                if cutoff is not None:
+                    ranked_where.append("messages_fts.rowid >= :cutoff")
+                    params["cutoff"] = cutoff[0]
+                ranked = db.execute(
+                    f"select messages_fts.rowid, bm25(messages_fts) as score from {source} "
+                    f"where {' and '.join(ranked_where)} order by score limit :limit",
+                    params,
+                ).fetchall()
+            hits = []
+            for rowid, score in ranked:
+                row = db.execute(
+                    f"""select {_MESSAGE_COLUMNS}, c.title, m.search_extra is not null,
+                           snippet(messages_fts, 0, '{_MARK_OPEN}', '{_MARK_CLOSE}', '…', 24)
+                        from messages_fts join messages m on m.rowid = messages_fts.rowid
+                        join conversations c on c.id = m.conversation_id
+                        where messages_fts match :q and messages_fts.rowid = :rowid""",
+                    {"q": expr, "rowid": rowid},
+                ).fetchone()
+                message = self._message(row)
+                if row[23]:  # CJK: the index text is character pairs; cut from the original
+                    fragments = python_fragments(message.content, clauses)
+                else:
+                    fragments = _fragments(row[24])
+                hits.append(SearchHit(message=message, conversation_title=row[22], score=-float(score), fragments=fragments))
+        return hits
+
+    # -- files -------------------------------------------------------------------------
+
+    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.path} is read-only; nothing was written")
+        return self.files.put(stream, owner, max_bytes=self.max_upload_bytes)
+
+    def _record_upload(self, **f: Any) -> StoredFile:
+        created = _ts(f["created_at"])
+        with self._write() as db:
+            conv_id = None
+            if f["continuation_id"]:
+                conv_id = self._ensure_conversation(db, f["continuation_id"], f["created_at"], None)["id"]
+            row = db.execute("select * from files where storage_path = ?", (f["storage_path"],)).fetchone()
+            deduplicated = row is not None
+            if row is None:
+                file_id = str(uuid.uuid4())
+                db.execute(
+                    """insert into files (id, file_hash, bucket_name, storage_path, filename, mime_type, file_size,
+                           user_id, session_id, conversation_id, tags, description, metadata, created_at, updated_at)
+                       values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        file_id,
+                        f["blob_sha256"],
+                        self.bucket_name,
+                        f["storage_path"],
+                        f["filename"],
+                        f["mime_type"],
+                        f["size"],
+                        f["user_id"],
+                        f["session_id"],
+                        conv_id,
+                        v.dumps(list(f["tags"])),
+                        f["description"],
+                        v.dumps(f["metadata"]),
+                        created,
+                        created,
+                    ),
+                )
+            else:
+                file_id = row["id"]
+            upload_id = str(uuid.uuid4())
+            db.execute(
+                """insert into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
+                       conversation_id, tags, description, metadata, created_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    upload_id,
+                    file_id,
+                    f["filename"],
+                    f["mime_type"],
+                    f["size"],
+                    f["user_id"],
+                    f["session_id"],
+                    conv_id,
+                    v.dumps(list(f["tags"])),
+                    f["description"],
+                    v.dumps(f["metadata"]),
+                    created,
+                ),
+            )
+            if conv_id:
+                db.execute(
+                    "insert or ignore into conversation_files (conversation_id, file_id, created_at) values (?, ?, ?)",
+                    (conv_id, file_id, created),
+                )
+        return StoredFile(
+            id=file_id,
+            file_hash=f["blob_sha256"],
+            size=f["size"],
+            mime_type=f["mime_type"],
+            filename=f["filename"],
+            storage_path=f["storage_path"],
+            bucket_name=self.bucket_name,
+            created_at=f["created_at"],
+            upload_id=upload_id,
+            deduplicated=deduplicated,
+            user_id=f["user_id"],
+            session_id=f["session_id"],
+            continuation_id=f["continuation_id"],
+            tags=f["tags"],
+            description=f["description"],
+            metadata=f["metadata"],
+        )
+
+    _UPLOAD_SELECT = """select f.id, f.file_hash, u.file_size, f.storage_path, f.bucket_name, u.user_id, u.mime_type,
+               u.filename, u.created_at, u.id as upload_id, u.session_id, u.tags, u.description, u.metadata,
+               c.continuation_id
+        from file_uploads u join files f on f.id = u.file_id
+        left join conversations c on c.id = u.conversation_id"""
+
+    def _storage_path_of(self, file_id: str) -> str | None:
+        row = self._conn().execute(
+            "select storage_path from files where id = ? "
+            "union all select f.storage_path from file_uploads u join files f on f.id = u.file_id where u.id = ?",
+            (file_id, file_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _open_file(self, file_id: str) -> BinaryIO:
+        path = self._storage_path_of(file_id)
+        if path is None:
+            raise NotFoundError(f"no file with id {file_id}")
+        return self.files.open(path)
+
+    def _get_file(self, file_id: str) -> StoredFile | None:
+        db = self._conn()
+        row = db.execute(self._UPLOAD_SELECT + " where u.id = ?", (file_id,)).fetchone()
+        if row is None:
+            row = db.execute("select f.*, null as upload_id from files f where f.id = ?", (file_id,)).fetchone()
+        return None if row is None else self._file(row)
+
+    def _list_files(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        mime_type: str | None,
+        continuation_id: str | None,
+        session_id: str | None,
+        unused: bool,
+        order: str,
+        limit: int,
+        after: list[Any] | None,
+    ) -> list[StoredFile]:
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        if since:
+            where.append("u.created_at >= :since")
+            params["since"] = _ts(since)
+        if until:
+            where.append("u.created_at < :until")
+            params["until"] = _ts(until)
+        if mime_type:
+            where.append("u.mime_type like :mime escape '\\'")
+            params["mime"] = _like(mime_type)[1:] if mime_type.endswith("/") else _like(mime_type)[1:-1]
+        if continuation_id:
+            where.append(
+                "u.file_id in (select cf.file_id from conversation_files cf join conversations cc "
+                "on cc.id = cf.conversation_id where cc.continuation_id = :cid)"
+            )
+            params["cid"] = continuation_id
+        if session_id:
+            where.append("u.session_id = :sid")
+            params["sid"] = session_id
+        if unused:
+            where.append("not exists (select 1 from conversation_files cf where cf.file_id = u.file_id)")
+        column = "u.created_at" if order == "recent" else "u.file_size"
+        if after is not None:
+            where.append(f"({column}, u.id) < (:after_key, :after_id)")
+            params["after_key"], params["after_id"] = after
+        sql = self._UPLOAD_SELECT + (" where " + " and ".join(where) if where else "")
+        sql += f" order by {column} desc, u.id desc limit :limit"
+        return [self._file(r) for r in self._conn().execute(sql, params)]
+
+    def _file_conversations(self, file_id: str) -> list[Conversation]:
+        rows = self._conn().execute(
+            """select c.* from conversation_files cf join conversations c on c.id = cf.conversation_id
+               where cf.file_id = ? or cf.file_id = (select file_id from file_uploads where id = ?)
+               order by c.updated_at desc""",
+            (file_id, file_id),
+        ).fetchall()
+        return [self._conversation(r) for r in rows]
+
+    # -- usage -------------------------------------------------------------------------
+
+    _PERIOD_SQL = {
+        "day": "day",
+        "week": "date(day, 'weekday 0', '-6 days')",
+        "month": "substr(day, 1, 7) || '-01'",
+    }
+
+    def _usage_rows(self, keys: list[str], *, first_day: str | None, last_day: str | None, model: str | None, provider: str | None, tool_name: str | None) -> list[Sequence[Any]]:
+        select = [self._PERIOD_SQL.get(k, f"nullif({k}, '')") for k in keys]
+        where, params = self._day_where(first_day, last_day)
+        for key, value in (("model", model), ("provider", provider), ("tool_name", tool_name)):
+            if value is not None:
+                where.append(f"{key} = :{key}")
+                params[key] = value
+        sums = (
+            "sum(messages), sum(input_tokens), sum(cached_input_tokens), sum(cache_write_tokens), "
+            "sum(output_tokens), sum(reasoning_tokens), "
+            "sum(input_tokens + cached_input_tokens + cache_write_tokens + output_tokens + reasoning_tokens), "
+            "sum(cost_usd), sum(unpriced_messages)"
+        )
+        return self._grouped("usage_daily", select, sums, where, params)
+
+    def _storage_rows(self, keys: list[str], *, first_day: str | None, last_day: str | None) -> list[Sequence[Any]]:
+        select = [self._PERIOD_SQL.get(k, f"nullif({k}, '')") for k in keys]
+        where, params = self._day_where(first_day, last_day)
+        source = """(select substr(created_at, 1, 10) as day, mime_type, coalesce(user_id, '') as user_id,
+                        1 as files, file_size as bytes, 0 as uploads, 0 as logical_bytes from files
+                     union all
+                     select substr(created_at, 1, 10), mime_type, coalesce(user_id, ''), 0, 0, 1, file_size
+                     from file_uploads)"""
+        return self._grouped(source, select, "sum(files), sum(bytes), sum(uploads), sum(logical_bytes)", where, params)
+
+    @staticmethod
+    def _day_where(first_day: str | None, last_day: str | None) -> tuple[list[str], dict[str, Any]]:
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if first_day:
+            where.append("day >= :first_day")
+            params["first_day"] = first_day
+        if last_day:
+            where.append("day <= :last_day")
+            params["last_day"] = last_day
+        return where, params
+
+    def _grouped(self, source: str, select: list[str], sums: str, where: list[str], params: dict[str, Any]) -> list[Sequence[Any]]:
+        sql = f"select {', '.join([*select, sums])} from {source}"
+        if where:
+            sql += " where " + " and ".join(where)
+        if select:
+            positions = ", ".join(str(i + 1) for i in range(len(select)))
+            sql += f" group by {positions} order by {positions}"
+            return self._conn().execute(sql, params).fetchall()
+        row = self._conn().execute(sql, params).fetchone()
+        return [tuple(x or 0 for x in row)]
+
+    def _facets(self) -> dict[str, list[str]]:
+        db = self._conn()
+
+        def distinct(column: str) -> list[str]:
+            return [r[0] for r in db.execute(f"select distinct {column} from usage_daily where {column} != '' order by 1")]
+
+        tags = [
+            r[0]
+            for r in db.execute(
+                "select distinct j.value from conversations c, json_each(c.tags) j order by 1 limit 1000"
+            )
+        ]
+        return {"models": distinct("model"), "providers": distinct("provider"), "tools": distinct("tool_name"), "tags": tags}
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def _rebuild(self, db: sqlite3.Connection, days: set[str], conversation_ids: set[str]) -> None:
+        """Recompute the rollup of whole days and the totals of threads from messages."""
+        for day in sorted(days):
+            db.execute("delete from usage_daily where day = ?", (day,))
+            db.execute(_ROLLUP_REBUILD, {"day": day})
+        for cid in conversation_ids:
+            db.execute(_TOTALS_REBUILD, {"id": cid})
+
+    def _reprice(self, *, since: datetime | None, until: datetime | None, model: str | None) -> RepriceResult:
+        self._prices = None  # read the table afresh
+        prices = self.prices
+        where = ["(tokens > 0 or cost is not null)"]
+        params: dict[str, Any] = {}
+        if since:
+            where.append("created_at >= :since")
+            params["since"] = _ts(since)
+        if until:
+            where.append("created_at < :until")
+            params["until"] = _ts(until)
+        if model:
+            where.append("model_used = :model")
+            params["model"] = model
+        checked = changed = unpriced_before = unpriced_after = 0
+        cost_before = cost_after = 0.0
+        days: set[str] = set()
+        conversations: set[str] = set()
+        with self._write() as db:
+            rows = db.execute(
+                "select rowid, conversation_id, model_used, created_at, input_tokens, cached_input_tokens, "
+                "cache_write_tokens, output_tokens, reasoning_tokens, cost, price_id, "
+                "json_extract(metadata, '$.usage_raw') is not null from messages where " + " and ".join(where),
+                params,
+            ).fetchall()
+            updates = []
+            for r in rows:
+                checked += 1
+                usage = Usage(r[4], r[5], r[6], r[7], r[8])
+                raw_unknown = bool(r[11])
+                price = None if raw_unknown else prices.lookup(r[2], _dt(r[3]))
+                cost = price.cost(usage) if price else None
+                price_id = price.id if price else None
+                cost_before += r[9] or 0.0
+                cost_after += cost or 0.0
+                unpriced_before += int(r[9] is None and (usage.total > 0 or raw_unknown))
+                unpriced_after += int(cost is None and (usage.total > 0 or raw_unknown))
+                if cost != r[9] or price_id != r[10]:
+                    changed += 1
+                    updates.append((cost, price_id, r[0]))
+                    days.add(r[3][:10])
+                    conversations.add(r[1])
+            db.executemany("update messages set cost = ?, price_id = ? where rowid = ?", updates)
+            self._rebuild(db, days, conversations)
+        return RepriceResult(
+            messages_checked=checked,
+            messages_changed=changed,
+            cost_before=round(cost_before, 10),
+            cost_after=round(cost_after, 10),
+            unpriced_before=unpriced_before,
+            unpriced_after=unpriced_after,
+        )
+
+    def _iter_conversations(self, since: datetime | None, until: datetime | None) -> Iterator[Conversation]:
+        where, params = [], {}
+        if since:
+            where.append("created_at >= :since")
+            params["since"] = _ts(since)
+        if until:
+            where.append("created_at < :until")
+            params["until"] = _ts(until)
+        sql = "select continuation_id from conversations" + (" where " + " and ".join(where) if where else "")
+        ids = [r[0] for r in self._conn().execute(sql + " order by created_at, id", params)]
+        for cid in ids:
+            conv = self._get_conversation(cid, None)
+            if conv is not None:
+                yield conv
+
+    def _import_batch(self, batch: list[ParsedRecord]) -> ImportResult:
+        convs = convs_skipped = msgs = msgs_skipped = files = 0
+        days: set[str] = set()
+        touched: set[str] = set()
+        with self._write() as db:
+            for rec in batch:
+                c = rec.conversation
+                row = self._conversation_row(db, c.continuation_id)
+                if row is None:
+                    self._insert_conversation(db, c, updated_at=rec.updated_at, model=rec.model)
+                    conv_id, user_id = c.id, c.user_id
+                    convs += 1
+                    existing: set[str] = set()
+                else:
+                    conv_id, user_id = row["id"], row["user_id"]
+                    convs_skipped += 1
+                    existing = {r[0] for r in db.execute("select id from messages where conversation_id = ?", (conv_id,))}
+                new = [(seq, m) for seq, m in rec.messages if m.id not in existing]
+                msgs_skipped += len(rec.messages) - len(new)
+                if new:
+                    self._insert_messages(db, conv_id, user_id, new)
+                    msgs += len(new)
+                    touched.add(conv_id)
+                    days.update(day_of(m.created_at) for _, m in new)
+                for f in rec.files:
+                    files += self._import_file(db, f, conv_id)
+            self._rebuild(db, days, touched)
+        return ImportResult(convs, convs_skipped, msgs, msgs_skipped, files)
+
+    def _import_file(self, db: sqlite3.Connection, f: Any, conv_id: str) -> int:
+        created = _ts(f.created_at)
+        row = db.execute("select id from files where storage_path = ? or id = ?", (f.storage_path, f.id)).fetchone()
+        file_id = row[0] if row else f.id
+        if row is None:
+            db.execute(
+                """insert into files (id, file_hash, bucket_name, storage_path, filename, mime_type, file_size,
+                       user_id, session_id, conversation_id, tags, description, metadata, created_at, updated_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (f.id, f.file_hash, f.bucket_name, f.storage_path, f.filename, f.mime_type, f.size, f.user_id,
+                 f.session_id, conv_id, v.dumps(list(f.tags)), f.description, v.dumps(f.metadata), created, created),
+            )
+        inserted = 0
+        if f.upload_id:
+            inserted = db.execute(
+                """insert or ignore into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
+                       conversation_id, tags, description, metadata, created_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (f.upload_id, file_id, f.filename, f.mime_type, f.size, f.user_id, f.session_id, conv_id,
+                 v.dumps(list(f.tags)), f.description, v.dumps(f.metadata), created),
+            ).rowcount
+        db.execute(
+            "insert or ignore into conversation_files (conversation_id, file_id, created_at) values (?, ?, ?)",
+            (conv_id, file_id, created),
+        )
+        return max(inserted, 0)
+
+    def _doctor(self) -> dict[str, Any]:
+        db = self._conn()
+
+        def count(table: str) -> int:
+            return int(db.execute(f"select count(*) from {table}").fetchone()[0])
+
+        wal = self.path.with_name(self.path.name + "-wal")
+        unpriced = db.execute(
+            "select model, sum(unpriced_messages) from usage_daily where unpriced_messages > 0 group by model order by 2 desc"
+        ).fetchall()
+        missing = [
+            r[0]
+            for r in db.execute("select storage_path from files")
+            if not self.files.exists(r[0])
+        ]
+        last = db.execute("select max(created_at) from messages").fetchone()[0]
+        return {
+            "backend": self.backend,
+            "url": self.url,
+            "read_only": self.read_only,
+            "sqlite_version": sqlite3.sqlite_version,
+            "journal_mode": db.execute("pragma journal_mode").fetchone()[0],
+            "quick_check": db.execute("pragma quick_check").fetchone()[0],
+            "migrations": [name for name, _ in self.migrations()],
+            "database_bytes": self.path.stat().st_size if self.path.exists() else 0,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+            "files_dir": str(self.files.root),
+            "conversations": count("conversations"),
+            "messages": count("messages"),
+            "files": count("files"),
+            "uploads": count("file_uploads"),
+            "prices": count("model_prices"),
+            "last_message_at": last,
+            "unpriced_models": {(m or "(no model)"): n for m, n in unpriced},
+            "files_missing_bytes": missing[:20],
+            "files_missing_bytes_count": len(missing),
+        }
+
+    # -- used by tests and the demo ----------------------------------------------------
+
+    def check_fts(self) -> None:
+        """Raise if the full-text index disagrees with the messages (FTS5 integrity-check)."""
+        self._conn().execute("insert into messages_fts (messages_fts, rank) values ('integrity-check', 1)")
+
+
+def _fragments(snippet: str) -> tuple[tuple[str, bool], ...]:
+    parts: list[tuple[str, bool]] = []
+    rest = snippet
+    while rest:
+        start = rest.find(_MARK_OPEN)
+        if start == -1:
+            parts.append((rest, False))
+            break
+        if start:
+            parts.append((rest[:start], False))
+        end = rest.find(_MARK_CLOSE, start)
+        if end == -1:
+            parts.append((rest[start + 1 :], True))
+            break
+        parts.append((rest[start + 1 : end], True))
+        rest = rest[end + 1 :]
+    # Adjacent highlighted tokens read better as one highlight.
+    merged: list[tuple[str, bool]] = []
+    for text, hit in parts:
+        if merged and merged[-1][1] == hit:
+            merged[-1] = (merged[-1][0] + text, hit)
+        else:
+            merged.append((text, hit))
+    return tuple(merged)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration script (triggers keep their inner semicolons)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines(keepends=True):
+        current.append(line)
+        candidate = "".join(current)
+        if sqlite3.complete_statement(candidate):
+            if candidate.strip():
+                statements.append(candidate.strip())
+            current = []
+    if "".join(current).strip():
+        raise ValidationError("migration", "incomplete SQL statement at the end of a migration")
+    return statements

@@ -1,0 +1,809 @@
+"""The store interface every backend implements, and the logic they share.
+
+Public methods validate input and normalise it here, once, so every backend refuses bad
+input the same way and prices a message the same way; backends implement the ``_``-prefixed
+storage primitives. Public reads take keyword-only filters.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, BinaryIO
+
+import pandas as pd
+
+from . import validation as v
+from .errors import ValidationError
+from .filestore import open_source, sniff_mime
+from .models import Conversation, ImportResult, Message, Page, RepriceResult, SearchHit, StoredFile, Usage
+from .pricing import Price, PriceTable
+from .search_query import Clause, cjk_index_text, parse_query
+from .usage import normalise_usage
+
+log = logging.getLogger("persistence")
+
+__all__ = ["Store", "USAGE_COLUMNS", "STORAGE_COLUMNS", "ListFilters", "PreparedMessage"]
+
+USAGE_COLUMNS = (
+    "messages",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost_usd",
+    "unpriced_messages",
+)
+USAGE_KEYS = ("day", "week", "month", "model", "provider", "tool_name", "user_id")
+STORAGE_COLUMNS = ("files", "bytes", "uploads", "logical_bytes")
+STORAGE_KEYS = ("day", "week", "month", "mime_type", "user_id")
+PERIOD_KEYS = ("day", "week", "month")
+KEY_ALIASES = {"tool": "tool_name", "user": "user_id", "type": "mime_type"}
+ORDERS = ("recent", "created", "cost")
+SEARCH_ORDERS = ("rank", "recent")
+EXPORT_FORMAT = "mcp-persistence/1"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A validated, normalised and priced message, ready for a backend to write."""
+
+    id: str
+    role: str
+    content: str
+    created_at: datetime
+    model: str | None
+    provider: str | None
+    usage: Usage
+    cost: float | None
+    price_id: str | None
+    unpriced: bool
+    duration_ms: int | None
+    tool_name: str | None
+    files: tuple[str, ...]
+    images: tuple[str, ...]
+    metadata: dict[str, Any]
+    search_extra: str | None
+    title_hint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedConversation:
+    id: str
+    continuation_id: str
+    created_at: datetime
+    tool_name: str | None = None
+    title: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    parent_id: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    initial_context: dict[str, Any] | None = None
+    expires_at: datetime | None = None
+    status: str = "active"
+    summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilters:
+    since: datetime | None = None
+    until: datetime | None = None
+    model: str | None = None
+    provider: str | None = None
+    tool_name: str | None = None
+    tag: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    parent_id: str | None = None
+    status: str | None = None
+    min_cost: float | None = None
+    text: str | None = None
+
+
+def title_from(content: str) -> str | None:
+    line = " ".join(content.split())
+    if not line:
+        return None
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(values, list) or len(values) != 3 or values[0] != order:
+            raise ValueError
+        return values[1:]
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ValidationError("cursor", "not a cursor from this listing (pass next_cursor back unchanged)") from None
+
+
+def period_days(since: datetime | None, until: datetime | None) -> tuple[str | None, str | None]:
+    """Whole UTC days overlapping [since, until), as 'YYYY-MM-DD' bounds (inclusive)."""
+    first = since.date().isoformat() if since else None
+    last = (until - timedelta(microseconds=1)).date().isoformat() if until else None
+    return first, last
+
+
+class Store(abc.ABC):
+    """Conversation history, files and usage on one backend. Open with :func:`persistence.open_store`.
+
+    Thread-safe: one store can be shared by the threads of a process (and with
+    :class:`persistence.AsyncStore`, by an event loop).
+    """
+
+    backend: str = "?"
+    url: str = ""  # with any password or key removed, safe to show
+
+    def __init__(self) -> None:
+        self.max_upload_bytes: int | None = None
+        self._prices: PriceTable | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections. The store cannot be used afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    # -- prices ------------------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceTable:
+        if self._prices is None:
+            self._prices = PriceTable(self._load_prices())
+        return self._prices
+
+    def add_prices(self, prices: Iterable[Price]) -> int:
+        """Add (or replace, by id) price rows. Call :meth:`reprice` to apply them to past messages."""
+        rows = list(prices)
+        self._save_prices(rows, origin="user")
+        self._prices = None
+        return len(rows)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def start_conversation(
+        self,
+        continuation_id: str | None = None,
+        *,
+        tool_name: str | None = None,
+        title: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        parent_id: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: dict[str, Any] | None = None,
+        initial_context: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
+        created_at: datetime | None = None,
+    ) -> Conversation:
+        """Create a thread, or return the existing one with this ``continuation_id`` unchanged.
+
+        ``parent_id`` is the parent thread's continuation id (as the MCP server links
+        threads); the parent need not be stored. A new id is generated when
+        ``continuation_id`` is None.
+        """
+        prepared = PreparedConversation(
+            id=str(uuid.uuid4()),
+            continuation_id=v.check_id(continuation_id, "continuation_id")
+            if continuation_id is not None
+            else str(uuid.uuid4()),
+            created_at=v.optional_utc(created_at, "created_at") or now(),
+            tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
+            title=v.optional_text(title, "title", max_length=500),
+            session_id=v.optional_id(session_id, "session_id"),
+            user_id=v.optional_uuid(user_id, "user_id"),
+            parent_id=v.optional_id(parent_id, "parent_id"),
+            tags=v.check_tags(tags),
+            metadata=v.check_json(metadata, "metadata"),
+            initial_context=v.optional_json(initial_context, "initial_context"),
+            expires_at=v.optional_utc(expires_at, "expires_at"),
+        )
+        return self._start_conversation(prepared)
+
+    _UNSET: Any = object()
+
+    def update_conversation(
+        self,
+        continuation_id: str,
+        *,
+        title: Any = _UNSET,
+        summary: Any = _UNSET,
+        status: Any = _UNSET,
+        tags: Any = _UNSET,
+        metadata: Any = _UNSET,
+        initial_context: Any = _UNSET,
+        expires_at: Any = _UNSET,
+    ) -> Conversation:
+        """Change the given fields of a thread (``None`` clears a field). Raises NotFoundError."""
+        cid = v.check_id(continuation_id, "continuation_id")
+        changes: dict[str, Any] = {}
+        if title is not self._UNSET:
+            changes["title"] = v.optional_text(title, "title", max_length=500)
+        if summary is not self._UNSET:
+            changes["summary"] = v.optional_text(summary, "summary", max_length=100_000)
+        if status is not self._UNSET:
+            if status not in ("active", "archived", "deleted"):
+                raise ValidationError("status", f"must be active, archived or deleted; got {status!r}")
+            changes["status"] = status
+        if tags is not self._UNSET:
+            changes["tags"] = v.check_tags(tags)
+        if metadata is not self._UNSET:
+            changes["metadata"] = v.check_json(metadata, "metadata")
+        if initial_context is not self._UNSET:
+            changes["initial_context"] = v.optional_json(initial_context, "initial_context")
+        if expires_at is not self._UNSET:
+            changes["expires_at"] = v.optional_utc(expires_at, "expires_at")
+        return self._update_conversation(cid, changes)
+
+    def prepare_message(
+        self,
+        role: str,
+        content: str,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        usage: Any = None,
+        duration_ms: int | None = None,
+        tool_name: str | None = None,
+        files: Iterable[str] = (),
+        images: Iterable[str] = (),
+        metadata: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> PreparedMessage:
+        """Validate, normalise and price a message without writing it."""
+        role = v.check_role(role)
+        content = v.check_content(content)
+        model = v.optional_text(model, "model", max_length=200)
+        provider = v.optional_text(provider, "provider", max_length=100)
+        meta = v.check_json(metadata, "metadata")
+        buckets, recognised = normalise_usage(usage)
+        if not recognised:
+            log.warning("usage of unknown shape kept in metadata.usage_raw, message unpriced: %r", usage)
+            meta["usage_raw"] = v.check_json(usage, "usage")
+        created = v.optional_utc(created_at, "created_at") or now()
+        price = self.prices.lookup(model, created) if buckets is not None and recognised else None
+        cost = price.cost(buckets) if price and buckets is not None else None
+        unpriced = buckets is not None and cost is None and (buckets.total > 0 or not recognised)
+        if provider is None and model:
+            provider = self.prices.provider_of(model)
+        return PreparedMessage(
+            id=v.check_uuid(message_id, "message_id") if message_id is not None else str(uuid.uuid4()),
+            role=role,
+            content=content,
+            created_at=created,
+            model=model,
+            provider=provider.lower() if provider else None,
+            usage=buckets or Usage(),
+            cost=cost,
+            price_id=price.id if cost is not None and price else None,
+            unpriced=unpriced,
+            duration_ms=v.optional_nonneg_int(duration_ms, "duration_ms"),
+            tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
+            files=v.check_str_list(files, "files"),
+            images=v.check_str_list(images, "images"),
+            metadata=meta,
+            search_extra=cjk_index_text(content),
+            title_hint=title_from(content) if role == "user" else None,
+        )
+
+    def record_message(
+        self,
+        continuation_id: str,
+        role: str,
+        content: str,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        usage: Any = None,
+        duration_ms: int | None = None,
+        tool_name: str | None = None,
+        files: Iterable[str] = (),
+        images: Iterable[str] = (),
+        metadata: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> Message:
+        """Append a turn to a thread in one transaction: the message, its ``seq``, the
+        thread's totals and the daily rollup. The thread is created if it does not exist.
+
+        ``usage`` is the provider's usage report in any known shape (see
+        :mod:`persistence.usage`). Idempotent on ``message_id``: a retry with the same id
+        returns the stored message and writes nothing. Pass one when the call may be
+        retried; a fresh id is generated otherwise.
+        """
+        cid = v.check_id(continuation_id, "continuation_id")
+        prepared = self.prepare_message(
+            role,
+            content,
+            model=model,
+            provider=provider,
+            usage=usage,
+            duration_ms=duration_ms,
+            tool_name=tool_name,
+            files=files,
+            images=images,
+            metadata=metadata,
+            message_id=message_id,
+            created_at=created_at,
+        )
+        return self._record_message(cid, prepared)
+
+    def put_file(
+        self,
+        source: Any,
+        *,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        continuation_id: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tags: Iterable[str] = (),
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> StoredFile:
+        """Store a file (a path, bytes or binary stream), streamed and hashed.
+
+        Bytes are stored once per owner and sha256: a second upload of the same bytes
+        stores nothing new and comes back with ``deduplicated=True``. Every upload is
+        still recorded with its own filename, session and conversation. The MIME type is
+        sniffed from the bytes unless given.
+        """
+        if filename is None:
+            name = getattr(source, "name", None) if not isinstance(source, bytes | bytearray) else None
+            if isinstance(source, str) or hasattr(source, "__fspath__"):
+                name = str(source)
+            filename = name if isinstance(name, str) else "upload.bin"
+        clean_name = v.check_filename(filename)
+        cid = v.optional_id(continuation_id, "continuation_id")
+        sid = v.optional_id(session_id, "session_id")
+        uid = v.optional_uuid(user_id, "user_id")
+        tag_list = v.check_tags(tags)
+        desc = v.optional_text(description, "description", max_length=10_000)
+        meta = v.check_json(metadata, "metadata")
+        if mime_type is not None and (not isinstance(mime_type, str) or "/" not in mime_type or len(mime_type) > 200):
+            raise ValidationError("mime_type", f"{mime_type!r} is not a MIME type like 'text/plain'")
+        with open_source(source) as stream:
+            blob = self._put_bytes(stream, uid)
+        mime = mime_type or sniff_mime(blob.head, clean_name)
+        return self._record_upload(
+            blob_sha256=blob.sha256,
+            size=blob.size,
+            storage_path=blob.storage_path,
+            mime_type=mime,
+            filename=clean_name,
+            continuation_id=cid,
+            session_id=sid,
+            user_id=uid,
+            tags=tag_list,
+            description=desc,
+            metadata=meta,
+            created_at=now(),
+        )
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get_conversation(self, continuation_id: str, *, last: int | None = None) -> Conversation | None:
+        """The thread with its messages oldest -> newest (only the newest ``last`` when
+        given) and the files it used; None when there is no such thread."""
+        cid = v.check_id(continuation_id, "continuation_id")
+        if last is not None:
+            last = v.check_nonneg_int(last, "last")
+        return self._get_conversation(cid, last)
+
+    def get_messages(
+        self, continuation_id: str, *, before_seq: int | None = None, limit: int = 50
+    ) -> list[Message]:
+        """The newest ``limit`` messages before ``before_seq`` (all when None), oldest first:
+        the "load older" page of a thread."""
+        cid = v.check_id(continuation_id, "continuation_id")
+        if before_seq is not None:
+            before_seq = v.check_nonneg_int(before_seq, "before_seq")
+        return self._get_messages(cid, before_seq, _limit(limit))
+
+    def get_message(self, message_id: str) -> Message | None:
+        return self._get_message(v.check_uuid(message_id, "message_id"))
+
+    def list_conversations(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        tool_name: str | None = None,
+        tag: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        parent_id: str | None = None,
+        status: str | None = None,
+        min_cost: float | None = None,
+        text: str | None = None,
+        order: str = "recent",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Conversation]:
+        """Threads active in [since, until), newest activity first (``order="recent"``),
+        or by ``"created"`` or ``"cost"``; keyset-paginated with ``cursor``.
+
+        ``model`` / ``provider`` / ``tool_name`` match a thread where any message used
+        them; ``text`` is a case-insensitive substring of the title.
+        """
+        filters = self._filters(**locals())
+        if order not in ORDERS:
+            raise ValidationError("order", f"must be one of {', '.join(ORDERS)}; got {order!r}")
+        after = decode_cursor(cursor, order) if cursor else None
+        n = _limit(limit)
+        rows = self._list_conversations(filters, order, n + 1, after)
+        items = tuple(rows[:n])
+        next_cursor = None
+        if len(rows) > n:
+            last_item = items[-1]
+            key = {"recent": last_item.updated_at.isoformat(), "created": last_item.created_at.isoformat(), "cost": last_item.cost_usd}[order]
+            next_cursor = encode_cursor([order, key, last_item.id])
+        return Page(items=items, next_cursor=next_cursor)
+
+    def count_conversations(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        tool_name: str | None = None,
+        tag: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        parent_id: str | None = None,
+        status: str | None = None,
+        min_cost: float | None = None,
+        text: str | None = None,
+    ) -> int:
+        """How many threads :meth:`list_conversations` would list with these filters."""
+        return self._count_conversations(self._filters(**locals()))
+
+    @staticmethod
+    def _filters(**kw: Any) -> ListFilters:
+        min_cost = kw.get("min_cost")
+        if min_cost is not None and (isinstance(min_cost, bool) or not isinstance(min_cost, int | float) or min_cost < 0):
+            raise ValidationError("min_cost", f"expected a non-negative number, got {min_cost!r}")
+        return ListFilters(
+            since=v.optional_utc(kw.get("since"), "since"),
+            until=v.optional_utc(kw.get("until"), "until"),
+            model=v.optional_text(kw.get("model"), "model", max_length=200),
+            provider=v.optional_text(kw.get("provider"), "provider", max_length=100),
+            tool_name=v.optional_text(kw.get("tool_name"), "tool_name", max_length=200),
+            tag=v.optional_text(kw.get("tag"), "tag", max_length=100),
+            session_id=v.optional_id(kw.get("session_id"), "session_id"),
+            user_id=v.optional_uuid(kw.get("user_id"), "user_id"),
+            parent_id=v.optional_id(kw.get("parent_id"), "parent_id"),
+            status=v.optional_text(kw.get("status"), "status", max_length=20),
+            min_cost=float(min_cost) if min_cost is not None else None,
+            text=v.optional_text(kw.get("text"), "text", max_length=500) or None,
+        )
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        role: str | None = None,
+        continuation_id: str | None = None,
+        order: str = "rank",
+    ) -> list[SearchHit]:
+        """Messages matching ``query``, best first (``order="recent"``: newest first).
+
+        Syntax: words, ``"exact phrase"``, ``a OR b``, ``-word``, ``word*``. English is
+        matched by stem, Chinese/Japanese by substring. Never raises for what a user types:
+        text that is not syntax is searched as words, and a query with nothing to search
+        for returns ``[]``.
+        """
+        if not isinstance(query, str):
+            raise ValidationError("query", f"expected a string, got {type(query).__name__}")
+        if order not in SEARCH_ORDERS:
+            raise ValidationError("order", f"must be one of {', '.join(SEARCH_ORDERS)}; got {order!r}")
+        clauses = parse_query(v.clean_text(query))
+        if not clauses:
+            return []
+        return self._search(
+            clauses,
+            limit=_limit(limit, maximum=500),
+            since=v.optional_utc(since, "since"),
+            until=v.optional_utc(until, "until"),
+            model=v.optional_text(model, "model", max_length=200),
+            role=v.check_role(role) if role is not None else None,
+            continuation_id=v.optional_id(continuation_id, "continuation_id"),
+            order=order,
+        )
+
+    def open_file(self, file_id: str) -> BinaryIO:
+        """The stored bytes of a file (by file id or upload id), as a binary stream."""
+        return self._open_file(v.check_uuid(file_id, "file_id"))
+
+    def get_file(self, file_id: str) -> StoredFile | None:
+        return self._get_file(v.check_uuid(file_id, "file_id"))
+
+    def list_files(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        mime_type: str | None = None,
+        continuation_id: str | None = None,
+        session_id: str | None = None,
+        unused: bool = False,
+        order: str = "recent",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[StoredFile]:
+        """Uploads, newest first (``order="size"``: largest first). ``unused=True``: only
+        files no conversation uses. ``mime_type`` may be a prefix such as ``"image/"``."""
+        if order not in ("recent", "size"):
+            raise ValidationError("order", f"must be recent or size; got {order!r}")
+        after = decode_cursor(cursor, order) if cursor else None
+        n = _limit(limit)
+        rows = self._list_files(
+            since=v.optional_utc(since, "since"),
+            until=v.optional_utc(until, "until"),
+            mime_type=v.optional_text(mime_type, "mime_type", max_length=200),
+            continuation_id=v.optional_id(continuation_id, "continuation_id"),
+            session_id=v.optional_id(session_id, "session_id"),
+            unused=bool(unused),
+            order=order,
+            limit=n + 1,
+            after=after,
+        )
+        items = tuple(rows[:n])
+        next_cursor = None
+        if len(rows) > n:
+            last = items[-1]
+            key = last.created_at.isoformat() if order == "recent" else last.size
+            next_cursor = encode_cursor([order, key, last.upload_id])
+        return Page(items=items, next_cursor=next_cursor)
+
+    def file_conversations(self, file_id: str) -> list[Conversation]:
+        """The threads that used a file (without their messages)."""
+        return self._file_conversations(v.check_uuid(file_id, "file_id"))
+
+    def usage(
+        self,
+        group_by: Sequence[str] = ("day", "model"),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        tool_name: str | None = None,
+    ) -> pd.DataFrame:
+        """Token and cost totals from the daily rollup (never a scan of messages).
+
+        ``group_by``: any of day, week, month, model, provider, tool_name, user_id. Columns:
+        the keys, then ``messages, input_tokens, cached_input_tokens, cache_write_tokens,
+        output_tokens, reasoning_tokens, total_tokens, cost_usd, unpriced_messages``. The
+        rollup is daily: a UTC day counts when it overlaps [since, until).
+        """
+        keys = _group_keys(group_by, USAGE_KEYS)
+        first, last = period_days(v.optional_utc(since, "since"), v.optional_utc(until, "until"))
+        rows = self._usage_rows(
+            keys,
+            first_day=first,
+            last_day=last,
+            model=v.optional_text(model, "model", max_length=200),
+            provider=v.optional_text(provider, "provider", max_length=100),
+            tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
+        )
+        return _frame(keys, USAGE_COLUMNS, rows, float_columns=("cost_usd",))
+
+    def storage_usage(
+        self,
+        group_by: Sequence[str] = ("day", "mime_type"),
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Stored bytes against uploaded bytes. Columns: the keys, then ``files`` and
+        ``bytes`` (stored objects, counted when first stored), ``uploads`` and
+        ``logical_bytes`` (every upload, before dedup). ``group_by``: any of day, week,
+        month, mime_type, user_id."""
+        keys = _group_keys(group_by, STORAGE_KEYS)
+        first, last = period_days(v.optional_utc(since, "since"), v.optional_utc(until, "until"))
+        rows = self._storage_rows(keys, first_day=first, last_day=last)
+        return _frame(keys, STORAGE_COLUMNS, rows, float_columns=())
+
+    def facets(self) -> dict[str, list[str]]:
+        """Distinct models, providers, tools and tags in use, for filter choices."""
+        return self._facets()
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def reprice(
+        self, *, since: datetime | None = None, until: datetime | None = None, model: str | None = None
+    ) -> RepriceResult:
+        """Recompute the cost of stored messages from the current price table and correct
+        the thread totals and daily rollup to match."""
+        return self._reprice(
+            since=v.optional_utc(since, "since"),
+            until=v.optional_utc(until, "until"),
+            model=v.optional_text(model, "model", max_length=200),
+        )
+
+    def export_records(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """One JSON-ready record per thread (created in [since, until)): the thread, every
+        message with its stored cost and price id, and its files' metadata."""
+        from .transfer import conversation_record
+
+        for conv in self._iter_conversations(v.optional_utc(since, "since"), v.optional_utc(until, "until")):
+            yield conversation_record(conv)
+
+    def import_records(self, records: Iterable[dict[str, Any]], *, batch_size: int = 200) -> ImportResult:
+        """Write exported records back, ids, seq and costs unchanged. Idempotent: threads and
+        messages already present (by continuation id / message id) are skipped, not doubled."""
+        from .transfer import parse_record
+
+        totals = ImportResult()
+        batch: list[Any] = []
+        for i, record in enumerate(records):
+            batch.append(parse_record(record, where=f"record {i + 1}"))
+            if len(batch) >= batch_size:
+                totals = _add_results(totals, self._import_batch(batch))
+                batch = []
+        if batch:
+            totals = _add_results(totals, self._import_batch(batch))
+        return totals
+
+    def doctor(self) -> dict[str, Any]:
+        """Health and size figures for ``python -m persistence doctor`` and the app."""
+        return self._doctor()
+
+    # -- backend primitives ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _load_prices(self) -> list[Price]: ...
+
+    @abc.abstractmethod
+    def _save_prices(self, prices: list[Price], origin: str) -> None: ...
+
+    @abc.abstractmethod
+    def _start_conversation(self, conv: PreparedConversation) -> Conversation: ...
+
+    @abc.abstractmethod
+    def _update_conversation(self, continuation_id: str, changes: dict[str, Any]) -> Conversation: ...
+
+    @abc.abstractmethod
+    def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message: ...
+
+    @abc.abstractmethod
+    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> Any: ...
+
+    @abc.abstractmethod
+    def _record_upload(self, **fields: Any) -> StoredFile: ...
+
+    @abc.abstractmethod
+    def _get_conversation(self, continuation_id: str, last: int | None) -> Conversation | None: ...
+
+    @abc.abstractmethod
+    def _get_messages(self, continuation_id: str, before_seq: int | None, limit: int) -> list[Message]: ...
+
+    @abc.abstractmethod
+    def _get_message(self, message_id: str) -> Message | None: ...
+
+    @abc.abstractmethod
+    def _list_conversations(
+        self, filters: ListFilters, order: str, limit: int, after: list[Any] | None
+    ) -> list[Conversation]: ...
+
+    @abc.abstractmethod
+    def _count_conversations(self, filters: ListFilters) -> int: ...
+
+    @abc.abstractmethod
+    def _search(self, clauses: list[Clause], **kw: Any) -> list[SearchHit]: ...
+
+    @abc.abstractmethod
+    def _open_file(self, file_id: str) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def _get_file(self, file_id: str) -> StoredFile | None: ...
+
+    @abc.abstractmethod
+    def _list_files(self, **kw: Any) -> list[StoredFile]: ...
+
+    @abc.abstractmethod
+    def _file_conversations(self, file_id: str) -> list[Conversation]: ...
+
+    @abc.abstractmethod
+    def _usage_rows(self, keys: list[str], **kw: Any) -> list[Sequence[Any]]: ...
+
+    @abc.abstractmethod
+    def _storage_rows(self, keys: list[str], **kw: Any) -> list[Sequence[Any]]: ...
+
+    @abc.abstractmethod
+    def _facets(self) -> dict[str, list[str]]: ...
+
+    @abc.abstractmethod
+    def _reprice(self, **kw: Any) -> RepriceResult: ...
+
+    @abc.abstractmethod
+    def _iter_conversations(self, since: datetime | None, until: datetime | None) -> Iterator[Conversation]: ...
+
+    @abc.abstractmethod
+    def _import_batch(self, batch: list[Any]) -> ImportResult: ...
+
+    @abc.abstractmethod
+    def _doctor(self) -> dict[str, Any]: ...
+
+
+def _limit(limit: object, maximum: int = 1000) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise ValidationError("limit", f"expected an integer from 1 to {maximum}, got {limit!r}")
+    return limit
+
+
+def _group_keys(group_by: Sequence[str] | str, allowed: tuple[str, ...]) -> list[str]:
+    if isinstance(group_by, str):
+        group_by = (group_by,)
+    keys: list[str] = []
+    for key in group_by:
+        key = KEY_ALIASES.get(key, key)
+        if key not in allowed:
+            raise ValidationError("group_by", f"{key!r} is not one of {', '.join(allowed)}")
+        if key not in keys:
+            keys.append(key)
+    if sum(k in PERIOD_KEYS for k in keys) > 1:
+        raise ValidationError("group_by", "use at most one of day, week, month")
+    return keys
+
+
+def _frame(
+    keys: list[str], columns: tuple[str, ...], rows: list[Sequence[Any]], float_columns: tuple[str, ...]
+) -> pd.DataFrame:
+    df = pd.DataFrame([tuple(r) for r in rows], columns=[*keys, *columns])
+    for key in keys:
+        if key in PERIOD_KEYS:
+            df[key] = pd.to_datetime(df[key], format="%Y-%m-%d")
+        else:
+            df[key] = df[key].astype(object).where(df[key].notna() & (df[key] != ""), None)
+    for col in columns:
+        df[col] = df[col].astype("float64" if col in float_columns else "int64")
+    return df.reset_index(drop=True)
+
+
+def _add_results(a: ImportResult, b: ImportResult) -> ImportResult:
+    return ImportResult(
+        *(x + y for x, y in zip((a.conversations, a.conversations_skipped, a.messages, a.messages_skipped, a.files),
+                               (b.conversations, b.conversations_skipped, b.messages, b.messages_skipped, b.files), strict=True))
+    )
+
+
+def day_of(ts: datetime | date) -> str:
+    return (ts.date() if isinstance(ts, datetime) else ts).isoformat()

@@ -1,0 +1,195 @@
+"""The JSONL export format: one line per thread, lossless across backends.
+
+A record holds the thread's own fields, every message as stored (id, seq, the five token
+buckets, cost and the price id used, metadata …) and the metadata of the files the thread
+used. Derived figures (message counts, token and cost totals) are not exported: the importing
+store recomputes them from the messages, so they cannot disagree. File bytes travel separately
+(``python -m persistence copy``); a record names them by sha256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import validation as v
+from .errors import ValidationError
+from .models import Conversation, Usage
+from .search_query import cjk_index_text
+from .store import EXPORT_FORMAT, PreparedConversation, PreparedMessage, title_from
+
+__all__ = ["conversation_record", "parse_record", "ParsedRecord", "ParsedFile"]
+
+
+def conversation_record(conv: Conversation) -> dict[str, Any]:
+    c = conv.to_dict()
+    conversation = {
+        key: c[key]
+        for key in (
+            "id",
+            "continuation_id",
+            "parent_id",
+            "session_id",
+            "user_id",
+            "title",
+            "summary",
+            "tool_name",
+            "model",
+            "status",
+            "tags",
+            "initial_context",
+            "metadata",
+            "created_at",
+            "updated_at",
+            "expires_at",
+        )
+    }
+    messages = []
+    for m in conv.messages:
+        d = m.to_dict()
+        for key in ("conversation_id", "continuation_id", "user_id"):
+            d.pop(key)
+        messages.append(d)
+    files = []
+    for f in conv.files:
+        d = f.to_dict()
+        d.pop("deduplicated")
+        d.pop("continuation_id")
+        files.append(d)
+    return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages, "files": files}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    id: str
+    upload_id: str | None
+    file_hash: str
+    size: int
+    mime_type: str
+    filename: str
+    storage_path: str
+    bucket_name: str
+    created_at: Any
+    user_id: str | None
+    session_id: str | None
+    tags: tuple[str, ...]
+    description: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRecord:
+    conversation: PreparedConversation
+    model: str | None
+    updated_at: Any
+    messages: list[tuple[int, PreparedMessage]]
+    files: list[ParsedFile]
+
+
+def _get(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise ValidationError(f"{where}.{key}", "is missing")
+    return d[key]
+
+
+def parse_record(record: Any, where: str = "record") -> ParsedRecord:
+    """Validate an exported record (every field, as on a live write)."""
+    if not isinstance(record, dict):
+        raise ValidationError(where, "expected a JSON object")
+    if record.get("format") != EXPORT_FORMAT:
+        raise ValidationError(f"{where}.format", f"expected {EXPORT_FORMAT!r}, got {record.get('format')!r}")
+    c = _get(record, "conversation", where)
+    if not isinstance(c, dict):
+        raise ValidationError(f"{where}.conversation", "expected a JSON object")
+    w = f"{where}.conversation"
+    conv = PreparedConversation(
+        id=v.check_uuid(_get(c, "id", w), f"{w}.id"),
+        continuation_id=v.check_id(_get(c, "continuation_id", w), f"{w}.continuation_id"),
+        created_at=v.to_utc(_get(c, "created_at", w), f"{w}.created_at"),
+        tool_name=v.optional_text(c.get("tool_name"), f"{w}.tool_name", max_length=200),
+        title=v.optional_text(c.get("title"), f"{w}.title", max_length=500),
+        session_id=v.optional_id(c.get("session_id"), f"{w}.session_id"),
+        user_id=v.optional_uuid(c.get("user_id"), f"{w}.user_id"),
+        parent_id=v.optional_id(c.get("parent_id"), f"{w}.parent_id"),
+        tags=v.check_tags(c.get("tags"), f"{w}.tags"),
+        metadata=v.check_json(c.get("metadata"), f"{w}.metadata"),
+        initial_context=v.optional_json(c.get("initial_context"), f"{w}.initial_context"),
+        expires_at=v.optional_utc(c.get("expires_at"), f"{w}.expires_at"),
+        status=str(c.get("status") or "active"),
+        summary=v.optional_text(c.get("summary"), f"{w}.summary", max_length=100_000),
+    )
+    messages: list[tuple[int, PreparedMessage]] = []
+    raw_messages = record.get("messages") or []
+    if not isinstance(raw_messages, list):
+        raise ValidationError(f"{where}.messages", "expected a list")
+    for i, m in enumerate(raw_messages):
+        w = f"{where}.messages[{i}]"
+        if not isinstance(m, dict):
+            raise ValidationError(w, "expected a JSON object")
+        u = m.get("usage") or {}
+        if not isinstance(u, dict):
+            raise ValidationError(f"{w}.usage", "expected a JSON object")
+        usage = Usage(**{k: v.check_nonneg_int(u.get(k, 0), f"{w}.usage.{k}") for k in Usage.__dataclass_fields__})
+        cost = m.get("cost_usd")
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0):
+            raise ValidationError(f"{w}.cost_usd", f"expected a non-negative number or null, got {cost!r}")
+        content = v.check_content(_get(m, "content", w))
+        role = v.check_role(_get(m, "role", w))
+        metadata = v.check_json(m.get("metadata"), f"{w}.metadata")
+        messages.append(
+            (
+                v.check_nonneg_int(_get(m, "seq", w), f"{w}.seq"),
+                PreparedMessage(
+                    id=v.check_uuid(_get(m, "id", w), f"{w}.id"),
+                    role=role,
+                    content=content,
+                    created_at=v.to_utc(_get(m, "created_at", w), f"{w}.created_at"),
+                    model=v.optional_text(m.get("model"), f"{w}.model", max_length=200),
+                    provider=v.optional_text(m.get("provider"), f"{w}.provider", max_length=100),
+                    usage=usage,
+                    cost=float(cost) if cost is not None else None,
+                    price_id=v.optional_text(m.get("price_id"), f"{w}.price_id", max_length=300),
+                    unpriced=cost is None and (usage.total > 0 or "usage_raw" in metadata),
+                    duration_ms=v.optional_nonneg_int(m.get("duration_ms"), f"{w}.duration_ms"),
+                    tool_name=v.optional_text(m.get("tool_name"), f"{w}.tool_name", max_length=200),
+                    files=v.check_str_list(m.get("files"), f"{w}.files"),
+                    images=v.check_str_list(m.get("images"), f"{w}.images"),
+                    metadata=metadata,
+                    search_extra=cjk_index_text(content),
+                    title_hint=title_from(content) if role == "user" else None,
+                ),
+            )
+        )
+    files: list[ParsedFile] = []
+    for i, f in enumerate(record.get("files") or []):
+        w = f"{where}.files[{i}]"
+        if not isinstance(f, dict):
+            raise ValidationError(w, "expected a JSON object")
+        sha = str(_get(f, "file_hash", w))
+        if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+            raise ValidationError(f"{w}.file_hash", f"{sha!r} is not a sha256 hex digest")
+        files.append(
+            ParsedFile(
+                id=v.check_uuid(_get(f, "id", w), f"{w}.id"),
+                upload_id=v.optional_uuid(f.get("upload_id"), f"{w}.upload_id"),
+                file_hash=sha,
+                size=v.check_nonneg_int(_get(f, "size", w), f"{w}.size"),
+                mime_type=str(_get(f, "mime_type", w)),
+                filename=v.check_filename(_get(f, "filename", w), f"{w}.filename"),
+                storage_path=str(_get(f, "storage_path", w)),
+                bucket_name=str(f.get("bucket_name") or "local"),
+                created_at=v.to_utc(_get(f, "created_at", w), f"{w}.created_at"),
+                user_id=v.optional_uuid(f.get("user_id"), f"{w}.user_id"),
+                session_id=v.optional_id(f.get("session_id"), f"{w}.session_id"),
+                tags=v.check_tags(f.get("tags"), f"{w}.tags"),
+                description=v.optional_text(f.get("description"), f"{w}.description"),
+                metadata=v.check_json(f.get("metadata"), f"{w}.metadata"),
+            )
+        )
+    return ParsedRecord(
+        conversation=conv,
+        model=v.optional_text(c.get("model"), "conversation.model", max_length=200),
+        updated_at=v.to_utc(c.get("updated_at") or c["created_at"], f"{where}.conversation.updated_at"),
+        messages=messages,
+        files=files,
+    )
