@@ -367,6 +367,7 @@ class Store(abc.ABC):
         tags: Iterable[str] = (),
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
+        created_at: datetime | None = None,
     ) -> StoredFile:
         """Store a file (a path, bytes or binary stream), streamed and hashed.
 
@@ -387,6 +388,7 @@ class Store(abc.ABC):
         tag_list = v.check_tags(tags)
         desc = v.optional_text(description, "description", max_length=10_000)
         meta = v.check_json(metadata, "metadata")
+        created = v.optional_utc(created_at, "created_at") or now()
         if mime_type is not None and (not isinstance(mime_type, str) or "/" not in mime_type or len(mime_type) > 200):
             raise ValidationError("mime_type", f"{mime_type!r} is not a MIME type like 'text/plain'")
         with open_source(source) as stream:
@@ -404,7 +406,7 @@ class Store(abc.ABC):
             tags=tag_list,
             description=desc,
             metadata=meta,
-            created_at=now(),
+            created_at=created,
         )
 
     # -- reads -------------------------------------------------------------------------

@@ -1,0 +1,270 @@
+"""``python -m persistence``: migrate, demo, doctor, search, export, import, reprice.
+
+Every command takes ``--url`` (default: the store ``open_store()`` resolves from the
+environment). Long work shows a progress bar on stderr; data goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from .config import open_store, redact_url
+from .errors import PersistenceError, ValidationError
+from .store import Store
+
+__all__ = ["main", "build_parser"]
+
+_RELATIVE = re.compile(r"^(\d+)([hdw])$")
+
+
+def parse_when(text: str) -> datetime:
+    """``2025-10-01``, an ISO timestamp with offset, or ``12h`` / ``30d`` / ``2w`` ago."""
+    m = _RELATIVE.match(text.strip())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+        return datetime.now(UTC) - delta
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use YYYY-MM-DD, an ISO timestamp, or 12h / 30d / 2w") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add +00:00 or Z)")
+    return value
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return open_store(args.url)
+
+
+def _period(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=parse_when, help="from (YYYY-MM-DD, ISO time, or 30d ago)")
+    parser.add_argument("--until", type=parse_when, help="until, exclusive")
+
+
+def _progress(total: int | None, desc: str, unit: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty() and total is None)
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        for name, applied in store.migrations():
+            print(f"{applied:%Y-%m-%d %H:%M:%S}  {name}")
+        print(f"{redact_url(store.url)} is up to date.", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import generate
+
+    started = time.perf_counter()
+    with _open(args) as store, _progress(args.conversations, "threads", " threads") as bar:
+        summary = generate(
+            store,
+            args.conversations,
+            seed=args.seed,
+            end=args.end,
+            weeks=args.weeks,
+            files=not args.no_files,
+            progress=bar.update,
+        )
+    elapsed = time.perf_counter() - started
+    print(
+        f"Wrote {summary.conversations:,} threads, {summary.messages:,} messages and {summary.uploads:,} file "
+        f"uploads in {elapsed:.1f} s ({summary.messages / max(elapsed, 1e-9):,.0f} messages/s) to {store.url}"
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        report = store.doctor()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            if isinstance(value, dict | list):
+                value = json.dumps(value, ensure_ascii=False, default=str)
+            print(f"{key:<{width}}  {value}")
+    problems = []
+    if report.get("quick_check", "ok") != "ok":
+        problems.append(f"integrity check: {report['quick_check']}")
+    if report.get("files_missing_bytes_count"):
+        problems.append(f"{report['files_missing_bytes_count']} file(s) have no bytes in the file store")
+    if report.get("outbox_last_error"):
+        problems.append(f"outbox: {report['outbox_last_error']}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        hits = store.search(
+            args.query,
+            limit=args.limit,
+            since=args.since,
+            until=args.until,
+            model=args.model,
+            role=args.role,
+            continuation_id=args.thread,
+            order=args.order,
+        )
+    if args.json:
+        for hit in hits:
+            print(json.dumps({"score": hit.score, "snippet": hit.snippet, "title": hit.conversation_title,
+                              "message": hit.message.to_dict()}, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("No matches.", file=sys.stderr)
+    for hit in hits:
+        m = hit.message
+        print(f"{m.created_at:%Y-%m-%d %H:%M}  {m.continuation_id}  #{m.seq} {m.role}  {m.model or ''}")
+        text = hit.highlighted("\033[1m", "\033[0m") if sys.stdout.isatty() else hit.snippet
+        print("    " + " ".join(text.split()))
+    return 0
+
+
+def _output(path: str | None) -> IO[str]:
+    if path in (None, "-"):
+        return sys.stdout
+    return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        total = store.count_conversations()
+        out = _output(args.out)
+        try:
+            with _progress(total, "export", " threads") as bar:
+                for record in store.export_records(since=args.since, until=args.until):
+                    out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+                    bar.update(1)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    return 0
+
+
+def _read_jsonl(paths: Sequence[str]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        try:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValidationError(f"{path}:{n}", f"not JSON: {exc.msg}") from None
+        finally:
+            if fh is not sys.stdin:
+                fh.close()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    with _open(args) as store, _progress(None, "import", " threads") as bar:
+
+        def counted() -> Iterator[dict[str, Any]]:
+            for record in _read_jsonl(args.files):
+                bar.update(1)
+                yield record
+
+        result = store.import_records(counted())
+    print(
+        f"Imported {result.conversations:,} threads ({result.conversations_skipped:,} already present), "
+        f"{result.messages:,} messages ({result.messages_skipped:,} already present), {result.files:,} file uploads."
+    )
+    return 0
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    from .pricing import load_price_file
+
+    with _open(args) as store:
+        if args.prices:
+            added = store.add_prices(load_price_file(args.prices))
+            print(f"Loaded {added} price rows from {args.prices}.", file=sys.stderr)
+        result = store.reprice(since=args.since, until=args.until, model=args.model)
+    print(
+        f"Checked {result.messages_checked:,} messages, changed {result.messages_changed:,}. "
+        f"Cost ${result.cost_before:,.4f} -> ${result.cost_after:,.4f}; "
+        f"unpriced {result.unpriced_before:,} -> {result.unpriced_after:,}."
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m persistence", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--url", help="store URL (default: PERSISTENCE_URL, else Supabase, else the embedded file)")
+        p.set_defaults(func=func)
+        return p
+
+    add("migrate", cmd_migrate, "create or upgrade the schema")
+
+    p = add("demo", cmd_demo, "write realistic synthetic threads")
+    p.add_argument("--conversations", type=int, default=200, help="threads to write (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed and end, same data")
+    p.add_argument("--end", type=date.fromisoformat, help="last day of the data (default today, UTC)")
+    p.add_argument("--weeks", type=int, default=8, help="weeks of history (default 8)")
+    p.add_argument("--no-files", action="store_true", help="skip file uploads")
+
+    p = add("doctor", cmd_doctor, "check the store and show its size and health")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("search", cmd_search, "full-text search over messages")
+    p.add_argument("query", help='words, "exact phrase", a OR b, -word, prefix*')
+    p.add_argument("--limit", type=int, default=20)
+    _period(p)
+    p.add_argument("--model")
+    p.add_argument("--role", choices=("user", "assistant", "system", "tool"))
+    p.add_argument("--thread", help="only this continuation id")
+    p.add_argument("--order", choices=("rank", "recent"), default="rank")
+    p.add_argument("--json", action="store_true", help="one JSON object per hit")
+
+    p = add("export", cmd_export, "write threads as JSONL (one thread per line)")
+    p.add_argument("--out", "-o", help="file to write (default stdout)")
+    _period(p)
+
+    p = add("import", cmd_import, "read threads from JSONL written by export (idempotent)")
+    p.add_argument("files", nargs="+", help="JSONL files, - for stdin")
+
+    p = add("reprice", cmd_reprice, "recompute stored costs from the price table")
+    p.add_argument("--prices", type=Path, help="a TOML price file to add first (format of data/model_prices.toml)")
+    p.add_argument("--model", help="only this model")
+    _period(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PersistenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `export | head`
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
