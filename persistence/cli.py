@@ -22,7 +22,7 @@ from .config import open_store, redact_url
 from .errors import PersistenceError, ValidationError
 from .store import Store
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _RELATIVE = re.compile(r"^(\d+)([hdw])$")
 
@@ -128,8 +128,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     if args.json:
         for hit in hits:
-            print(json.dumps({"score": hit.score, "snippet": hit.snippet, "title": hit.conversation_title,
-                              "message": hit.message.to_dict()}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "score": hit.score,
+                        "snippet": hit.snippet,
+                        "title": hit.conversation_title,
+                        "message": hit.message.to_dict(),
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return 0
     if not hits:
         print("No matches.", file=sys.stderr)
@@ -144,7 +153,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _output(path: str | None) -> IO[str]:
     if path in (None, "-"):
         return sys.stdout
-    return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+    return open(path, "w", encoding="utf-8")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from .errors import StoreOpenError
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["open_store", "resolve_url", "default_sqlite_path", "redact_url", "load_env"]
+__all__ = ["default_sqlite_path", "load_env", "open_store", "redact_url", "resolve_url"]
 
 APP_NAME = "mcp-persistence"
 
@@ -92,7 +92,6 @@ def open_store(
     e = load_env(env)
     resolved = resolve_url(url, e)
     scheme = resolved.split(":", 1)[0].lower() if "://" in resolved else ""
-    max_upload = e.get("PERSISTENCE_MAX_UPLOAD_BYTES")
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres_store import PostgresStore  # type: ignore[import-not-found,unused-ignore]
@@ -111,16 +110,20 @@ def open_store(
         path, query = _sqlite_path(resolved[len("file://") :] if scheme == "file" else resolved)
         if not path:
             raise StoreOpenError(f"no database path in {resolved!r} (expected sqlite:///path/to/history.db)")
-        folder = files_dir or (query.get("files_dir") or [None])[0] or e.get("PERSISTENCE_FILES_DIR")
-        mode_ro = (query.get("mode") or [""])[0] == "ro"
+        folder = files_dir or next(iter(query.get("files_dir", [])), None) or e.get("PERSISTENCE_FILES_DIR")
+        mode_ro = "ro" in query.get("mode", [])
         store = SQLiteStore(path, files_dir=folder, read_only=read_only or mode_ro)
     else:
         raise StoreOpenError(
             f"unsupported store URL {redact_url(resolved)!r}: use sqlite:///path, postgresql://… or supabase"
         )
-    if max_upload:
-        try:
-            store.max_upload_bytes = int(max_upload)
-        except ValueError:
-            raise StoreOpenError(f"PERSISTENCE_MAX_UPLOAD_BYTES must be an integer, got {max_upload!r}") from None
+    for name, attr in (
+        ("PERSISTENCE_MAX_UPLOAD_BYTES", "max_upload_bytes"),
+        ("PERSISTENCE_MAX_CONTENT_BYTES", "max_content_bytes"),
+    ):
+        if e.get(name):
+            try:
+                setattr(store, attr, int(e[name]))
+            except ValueError:
+                raise StoreOpenError(f"{name} must be a number of bytes, got {e[name]!r}") from None
     return store

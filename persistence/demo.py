@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from .store import PreparedConversation, PreparedMessage, Store
 from .transfer import ParsedRecord
 
-__all__ = ["generate", "DemoSummary"]
+__all__ = ["DemoSummary", "generate"]
 
 # (model, provider as the server names it, weight, usage shape)
 MODELS: list[tuple[str, str, float, str]] = [
@@ -117,16 +117,35 @@ ANSWER_ZH = [
     "按固定大小分块流式读取，可以让内存占用与文件大小无关。",
 ]
 CODE = [
-    ("python", "def fetch(session, url, *, retries=3):\n    for attempt in range(retries):\n        try:\n            return session.get(url, timeout=10)\n        except TimeoutError:\n            time.sleep(2 ** attempt)\n    raise RuntimeError(f'gave up on {url}')"),
-    ("python", "async def consume(queue):\n    while True:\n        job = await queue.get()\n        try:\n            await handle(job)\n        finally:\n            queue.task_done()"),
+    (
+        "python",
+        "def fetch(session, url, *, retries=3):\n    for attempt in range(retries):\n        try:\n            return session.get(url, timeout=10)\n        except TimeoutError:\n            time.sleep(2 ** attempt)\n    raise RuntimeError(f'gave up on {url}')",
+    ),
+    (
+        "python",
+        "async def consume(queue):\n    while True:\n        job = await queue.get()\n        try:\n            await handle(job)\n        finally:\n            queue.task_done()",
+    ),
     ("sql", "create index concurrently orders_customer_created\n    on orders (customer_id, created_at desc);"),
-    ("typescript", "export function debounce<T extends unknown[]>(fn: (...a: T) => void, ms: number) {\n  let t: ReturnType<typeof setTimeout> | undefined;\n  return (...a: T) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };\n}"),
-    ("go", "func (p *Pool) Get(ctx context.Context) (*Conn, error) {\n\tselect {\n\tcase c := <-p.idle:\n\t\treturn c, nil\n\tcase <-ctx.Done():\n\t\treturn nil, ctx.Err()\n\t}\n}"),
-    ("rust", "fn parse(buf: &[u8]) -> Result<Frame, Error> {\n    let len = u32::from_be_bytes(buf[..4].try_into()?) as usize;\n    Ok(Frame { body: buf[4..4 + len].to_vec() })\n}"),
+    (
+        "typescript",
+        "export function debounce<T extends unknown[]>(fn: (...a: T) => void, ms: number) {\n  let t: ReturnType<typeof setTimeout> | undefined;\n  return (...a: T) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };\n}",
+    ),
+    (
+        "go",
+        "func (p *Pool) Get(ctx context.Context) (*Conn, error) {\n\tselect {\n\tcase c := <-p.idle:\n\t\treturn c, nil\n\tcase <-ctx.Done():\n\t\treturn nil, ctx.Err()\n\t}\n}",
+    ),
+    (
+        "rust",
+        "fn parse(buf: &[u8]) -> Result<Frame, Error> {\n    let len = u32::from_be_bytes(buf[..4].try_into()?) as usize;\n    Ok(Frame { body: buf[4..4 + len].to_vec() })\n}",
+    ),
 ]
 FILES = [
     ("app.py", "text/x-python", "import os\n\nDATABASE_URL = os.environ['DATABASE_URL']\n"),
-    ("schema.sql", "application/sql", "create table orders (id bigint primary key, customer_id bigint, created_at timestamptz);\n"),
+    (
+        "schema.sql",
+        "application/sql",
+        "create table orders (id bigint primary key, customer_id bigint, created_at timestamptz);\n",
+    ),
     ("README.md", "text/markdown", "# Service\n\nRun `make dev` to start.\n"),
     ("metrics.csv", "text/csv", "day,requests,errors\n2025-10-01,1200,3\n2025-10-02,1350,7\n"),
     ("config.yaml", "application/yaml", "pool:\n  size: 20\n  timeout: 30\n"),
@@ -142,7 +161,7 @@ class DemoSummary:
     uploads: int
 
 
-def _weighted(rng: random.Random, items: list[tuple[Any, float]]) -> Any:
+def _weighted(rng: random.Random, items: Sequence[tuple[Any, float]]) -> Any:
     total = sum(w for _, w in items)
     x = rng.random() * total
     for item, w in items:
@@ -160,7 +179,12 @@ def _usage(rng: random.Random, shape: str, prompt: int, output: int, thinking: b
     cached = int(prompt * rng.choice((0, 0, 0.3, 0.6, 0.8))) if prompt > 2000 else 0
     reasoning = int(output * rng.uniform(0.3, 0.7)) if thinking else 0
     if shape == "kimi":
-        return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output, "cached_tokens": cached}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": output,
+            "total_tokens": prompt + output,
+            "cached_tokens": cached,
+        }
     if shape == "glm":
         return {
             "prompt_tokens": prompt,
@@ -213,7 +237,9 @@ def _assistant_text(rng: random.Random, chinese: bool) -> str:
     sentences = ANSWER_ZH if chinese else ANSWER_EN
     paragraphs = []
     for _ in range(rng.randint(1, 4)):
-        paragraphs.append(("" if chinese else " ").join(s.format(thing=thing) for s in rng.sample(sentences, k=rng.randint(2, 4))))
+        paragraphs.append(
+            ("" if chinese else " ").join(s.format(thing=thing) for s in rng.sample(sentences, k=rng.randint(2, 4)))
+        )
     if rng.random() < 0.45:
         lang, code = rng.choice(CODE)
         paragraphs.insert(rng.randint(1, len(paragraphs)), f"```{lang}\n{code}\n```")
@@ -238,11 +264,11 @@ def _records(
                 break
         model, provider, shape = _weighted(rng, model_choices)
         tool = _weighted(rng, tool_choices)
-        chinese = provider in ("kimi", "glm") and rng.random() < 0.45 or rng.random() < 0.05
+        chinese = (provider in ("kimi", "glm") and rng.random() < 0.45) or rng.random() < 0.05
         thinking = tool in ("thinkdeep", "consensus") or "thinking" in model or model == "gpt-5"
         cid = _uuid(rng)
         parent = rng.choice(recent_threads) if recent_threads and rng.random() < 0.12 else None
-        recent_threads = (recent_threads + [cid])[-50:]
+        recent_threads = [*recent_threads, cid][-50:]
         conv = PreparedConversation(
             id=_uuid(rng),
             continuation_id=cid,
@@ -281,9 +307,7 @@ def _records(
             messages.append(
                 (
                     seq,
-                    store.prepare_message(
-                        role, content, tool_name=tool, message_id=_uuid(rng), created_at=t, **kwargs
-                    ),
+                    store.prepare_message(role, content, tool_name=tool, message_id=_uuid(rng), created_at=t, **kwargs),
                 )
             )
         uploads = []
@@ -304,7 +328,7 @@ def generate(
     weeks: int = 8,
     files: bool = True,
     batch_size: int = 500,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> DemoSummary:
     """Write ``conversations`` synthetic threads ending on ``end`` (default: today, UTC)."""
     rng = random.Random(seed)

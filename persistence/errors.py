@@ -7,13 +7,13 @@ one type. Nothing is logged-and-swallowed: an operation either completes or rais
 from __future__ import annotations
 
 __all__ = [
-    "PersistenceError",
-    "ValidationError",
-    "NotFoundError",
     "ConflictError",
-    "StoreOpenError",
+    "NotFoundError",
+    "PersistenceError",
     "ReadOnlyStoreError",
     "SchemaVersionError",
+    "StoreOpenError",
+    "ValidationError",
 ]
 
 

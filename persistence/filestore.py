@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from .errors import NotFoundError, ValidationError
 
-__all__ = ["LocalFileStore", "StoredBlob", "sniff_mime", "storage_path_for", "open_source"]
+__all__ = ["LocalFileStore", "StoredBlob", "open_source", "sniff_mime", "storage_path_for"]
 
 CHUNK = 1024 * 1024
 HEAD_BYTES = 8192
@@ -123,9 +123,7 @@ class LocalFileStore:
         try:
             return open(self._path(storage_path), "rb")
         except FileNotFoundError:
-            raise NotFoundError(
-                f"the bytes of {storage_path} are missing from the file store at {self.root}"
-            ) from None
+            raise NotFoundError(f"the bytes of {storage_path} are missing from the file store at {self.root}") from None
 
     def delete(self, storage_path: str) -> bool:
         try:

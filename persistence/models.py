@@ -13,14 +13,14 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 __all__ = [
-    "Usage",
-    "Message",
     "Conversation",
-    "StoredFile",
-    "SearchHit",
+    "ImportResult",
+    "Message",
     "Page",
     "RepriceResult",
-    "ImportResult",
+    "SearchHit",
+    "StoredFile",
+    "Usage",
 ]
 
 T = TypeVar("T")
@@ -58,9 +58,7 @@ class Usage:
         return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True))
-        )
+        return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Term", "Clause", "parse_query", "to_fts5", "cjk_index_text", "is_cjk_char", "python_fragments"]
+__all__ = ["Clause", "Term", "cjk_index_text", "is_cjk_char", "parse_query", "python_fragments", "to_fts5"]
 
 # Scripts written without spaces between words.
 _CJK_RANGES = (

@@ -14,11 +14,10 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote
 
 from . import validation as v
@@ -292,7 +291,9 @@ class SQLiteStore(Store):
             raise StoreOpenError(f"{self.path} is not a usable SQLite database: {exc}") from None
 
     def migrations(self) -> list[tuple[str, datetime]]:
-        return [(r[0], _dt(r[1])) for r in self._conn().execute("select name, applied_at from _migrations order by rowid")]
+        return [
+            (r[0], _dt(r[1])) for r in self._conn().execute("select name, applied_at from _migrations order by rowid")
+        ]
 
     # -- prices ------------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class SQLiteStore(Store):
 
     def _load_prices(self) -> list[Price]:
         rows = self._conn().execute("select * from model_prices").fetchall()
-        return [Price.from_mapping({k: r[k] for k in r.keys()}, f"model_prices[{r['id']}]") for r in rows]
+        return [Price.from_mapping(dict(zip(r.keys(), r, strict=True)), f"model_prices[{r['id']}]") for r in rows]
 
     def _save_prices(self, prices: list[Price], origin: str) -> None:
         with self._write() as db:
@@ -407,7 +408,13 @@ class SQLiteStore(Store):
 
     # -- conversations -----------------------------------------------------------------
 
-    def _insert_conversation(self, db: sqlite3.Connection, c: PreparedConversation, updated_at: datetime | None = None, model: str | None = None) -> None:
+    def _insert_conversation(
+        self,
+        db: sqlite3.Connection,
+        c: PreparedConversation,
+        updated_at: datetime | None = None,
+        model: str | None = None,
+    ) -> None:
         try:
             db.execute(
                 """insert into conversations (id, continuation_id, parent_id, session_id, user_id, title,
@@ -442,12 +449,16 @@ class SQLiteStore(Store):
         ).fetchone()
         return row
 
-    def _ensure_conversation(self, db: sqlite3.Connection, continuation_id: str, created_at: datetime, tool_name: str | None) -> sqlite3.Row:
+    def _ensure_conversation(
+        self, db: sqlite3.Connection, continuation_id: str, created_at: datetime, tool_name: str | None
+    ) -> sqlite3.Row:
         row = self._conversation_row(db, continuation_id)
         if row is None:
             self._insert_conversation(
                 db,
-                PreparedConversation(id=str(uuid.uuid4()), continuation_id=continuation_id, created_at=created_at, tool_name=tool_name),
+                PreparedConversation(
+                    id=str(uuid.uuid4()), continuation_id=continuation_id, created_at=created_at, tool_name=tool_name
+                ),
             )
             row = self._conversation_row(db, continuation_id)
         assert row is not None
@@ -493,7 +504,12 @@ class SQLiteStore(Store):
         return self._conversation(row, tuple(messages), tuple(files))
 
     def _messages_of(
-        self, db: sqlite3.Connection, conversation_id: str, continuation_id: str, before_seq: int | None, last: int | None
+        self,
+        db: sqlite3.Connection,
+        conversation_id: str,
+        continuation_id: str,
+        before_seq: int | None,
+        last: int | None,
     ) -> list[Message]:
         sql = f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.conversation_id = ?"
         params: list[Any] = [conversation_id]
@@ -535,10 +551,14 @@ class SQLiteStore(Store):
             return self._messages_of(db, row["id"], continuation_id, before_seq, limit)
 
     def _get_message(self, message_id: str) -> Message | None:
-        row = self._conn().execute(
-            f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.id = ?",
-            (message_id,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.id = ?",
+                (message_id,),
+            )
+            .fetchone()
+        )
         return None if row is None else self._message(row)
 
     # -- messages ----------------------------------------------------------------------
@@ -713,7 +733,9 @@ class SQLiteStore(Store):
             params["text"] = _like(f.text)
         return where, params
 
-    def _list_conversations(self, filters: ListFilters, order: str, limit: int, after: list[Any] | None) -> list[Conversation]:
+    def _list_conversations(
+        self, filters: ListFilters, order: str, limit: int, after: list[Any] | None
+    ) -> list[Conversation]:
         where, params = self._conversation_where(filters)
         column = {"recent": "c.updated_at", "created": "c.created_at", "cost": "c.total_cost"}[order]
         if after is not None:
@@ -800,11 +822,11 @@ class SQLiteStore(Store):
                     {"q": expr, "rowid": rowid},
                 ).fetchone()
                 message = self._message(row)
-                if row[23]:  # CJK: the index text is character pairs; cut from the original
-                    fragments = python_fragments(message.content, clauses)
-                else:
-                    fragments = _fragments(row[24])
-                hits.append(SearchHit(message=message, conversation_title=row[22], score=-float(score), fragments=fragments))
+                # CJK: the index text is character pairs, so cut the snippet from the original.
+                fragments = python_fragments(message.content, clauses) if row[23] else _fragments(row[24])
+                hits.append(
+                    SearchHit(message=message, conversation_title=row[22], score=-float(score), fragments=fragments)
+                )
         return hits
 
     # -- files -------------------------------------------------------------------------
@@ -899,11 +921,15 @@ class SQLiteStore(Store):
         left join conversations c on c.id = u.conversation_id"""
 
     def _storage_path_of(self, file_id: str) -> str | None:
-        row = self._conn().execute(
-            "select storage_path from files where id = ? "
-            "union all select f.storage_path from file_uploads u join files f on f.id = u.file_id where u.id = ?",
-            (file_id, file_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "select storage_path from files where id = ? "
+                "union all select f.storage_path from file_uploads u join files f on f.id = u.file_id where u.id = ?",
+                (file_id, file_id),
+            )
+            .fetchone()
+        )
         return None if row is None else str(row[0])
 
     def _open_file(self, file_id: str) -> BinaryIO:
@@ -963,23 +989,36 @@ class SQLiteStore(Store):
         return [self._file(r) for r in self._conn().execute(sql, params)]
 
     def _file_conversations(self, file_id: str) -> list[Conversation]:
-        rows = self._conn().execute(
-            """select c.* from conversation_files cf join conversations c on c.id = cf.conversation_id
+        rows = (
+            self._conn()
+            .execute(
+                """select c.* from conversation_files cf join conversations c on c.id = cf.conversation_id
                where cf.file_id = ? or cf.file_id = (select file_id from file_uploads where id = ?)
                order by c.updated_at desc""",
-            (file_id, file_id),
-        ).fetchall()
+                (file_id, file_id),
+            )
+            .fetchall()
+        )
         return [self._conversation(r) for r in rows]
 
     # -- usage -------------------------------------------------------------------------
 
-    _PERIOD_SQL = {
+    _PERIOD_SQL: ClassVar[dict[str, str]] = {
         "day": "day",
         "week": "date(day, 'weekday 0', '-6 days')",
         "month": "substr(day, 1, 7) || '-01'",
     }
 
-    def _usage_rows(self, keys: list[str], *, first_day: str | None, last_day: str | None, model: str | None, provider: str | None, tool_name: str | None) -> list[Sequence[Any]]:
+    def _usage_rows(
+        self,
+        keys: list[str],
+        *,
+        first_day: str | None,
+        last_day: str | None,
+        model: str | None,
+        provider: str | None,
+        tool_name: str | None,
+    ) -> list[Sequence[Any]]:
         select = [self._PERIOD_SQL.get(k, f"nullif({k}, '')") for k in keys]
         where, params = self._day_where(first_day, last_day)
         for key, value in (("model", model), ("provider", provider), ("tool_name", tool_name)):
@@ -1016,7 +1055,9 @@ class SQLiteStore(Store):
             params["last_day"] = last_day
         return where, params
 
-    def _grouped(self, source: str, select: list[str], sums: str, where: list[str], params: dict[str, Any]) -> list[Sequence[Any]]:
+    def _grouped(
+        self, source: str, select: list[str], sums: str, where: list[str], params: dict[str, Any]
+    ) -> list[Sequence[Any]]:
         sql = f"select {', '.join([*select, sums])} from {source}"
         if where:
             sql += " where " + " and ".join(where)
@@ -1031,7 +1072,9 @@ class SQLiteStore(Store):
         db = self._conn()
 
         def distinct(column: str) -> list[str]:
-            return [r[0] for r in db.execute(f"select distinct {column} from usage_daily where {column} != '' order by 1")]
+            return [
+                r[0] for r in db.execute(f"select distinct {column} from usage_daily where {column} != '' order by 1")
+            ]
 
         tags = [
             r[0]
@@ -1039,7 +1082,12 @@ class SQLiteStore(Store):
                 "select distinct j.value from conversations c, json_each(c.tags) j order by 1 limit 1000"
             )
         ]
-        return {"models": distinct("model"), "providers": distinct("provider"), "tools": distinct("tool_name"), "tags": tags}
+        return {
+            "models": distinct("model"),
+            "providers": distinct("provider"),
+            "tools": distinct("tool_name"),
+            "tags": tags,
+        }
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -1135,7 +1183,9 @@ class SQLiteStore(Store):
                 else:
                     conv_id, user_id = row["id"], row["user_id"]
                     convs_skipped += 1
-                    existing = {r[0] for r in db.execute("select id from messages where conversation_id = ?", (conv_id,))}
+                    existing = {
+                        r[0] for r in db.execute("select id from messages where conversation_id = ?", (conv_id,))
+                    }
                 new = [(seq, m) for seq, m in rec.messages if m.id not in existing]
                 msgs_skipped += len(rec.messages) - len(new)
                 if new:
@@ -1157,8 +1207,23 @@ class SQLiteStore(Store):
                 """insert into files (id, file_hash, bucket_name, storage_path, filename, mime_type, file_size,
                        user_id, session_id, conversation_id, tags, description, metadata, created_at, updated_at)
                    values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (f.id, f.file_hash, f.bucket_name, f.storage_path, f.filename, f.mime_type, f.size, f.user_id,
-                 f.session_id, conv_id, v.dumps(list(f.tags)), f.description, v.dumps(f.metadata), created, created),
+                (
+                    f.id,
+                    f.file_hash,
+                    f.bucket_name,
+                    f.storage_path,
+                    f.filename,
+                    f.mime_type,
+                    f.size,
+                    f.user_id,
+                    f.session_id,
+                    conv_id,
+                    v.dumps(list(f.tags)),
+                    f.description,
+                    v.dumps(f.metadata),
+                    created,
+                    created,
+                ),
             )
         inserted = 0
         if f.upload_id:
@@ -1166,8 +1231,20 @@ class SQLiteStore(Store):
                 """insert or ignore into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
                        conversation_id, tags, description, metadata, created_at)
                    values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (f.upload_id, file_id, f.filename, f.mime_type, f.size, f.user_id, f.session_id, conv_id,
-                 v.dumps(list(f.tags)), f.description, v.dumps(f.metadata), created),
+                (
+                    f.upload_id,
+                    file_id,
+                    f.filename,
+                    f.mime_type,
+                    f.size,
+                    f.user_id,
+                    f.session_id,
+                    conv_id,
+                    v.dumps(list(f.tags)),
+                    f.description,
+                    v.dumps(f.metadata),
+                    created,
+                ),
             ).rowcount
         db.execute(
             "insert or ignore into conversation_files (conversation_id, file_id, created_at) values (?, ?, ?)",
@@ -1185,11 +1262,7 @@ class SQLiteStore(Store):
         unpriced = db.execute(
             "select model, sum(unpriced_messages) from usage_daily where unpriced_messages > 0 group by model order by 2 desc"
         ).fetchall()
-        missing = [
-            r[0]
-            for r in db.execute("select storage_path from files")
-            if not self.files.exists(r[0])
-        ]
+        missing = [r[0] for r in db.execute("select storage_path from files") if not self.files.exists(r[0])]
         last = db.execute("select max(created_at) from messages").fetchone()[0]
         return {
             "backend": self.backend,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import dataclasses
 import json
 import logging
 import uuid
@@ -29,7 +30,7 @@ from .usage import normalise_usage
 
 log = logging.getLogger("persistence")
 
-__all__ = ["Store", "USAGE_COLUMNS", "STORAGE_COLUMNS", "ListFilters", "PreparedMessage"]
+__all__ = ["STORAGE_COLUMNS", "USAGE_COLUMNS", "ListFilters", "PreparedMessage", "Store"]
 
 USAGE_COLUMNS = (
     "messages",
@@ -154,6 +155,7 @@ class Store(abc.ABC):
 
     def __init__(self) -> None:
         self.max_upload_bytes: int | None = None
+        self.max_content_bytes: int = v.MAX_CONTENT_BYTES
         self._prices: PriceTable | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -279,7 +281,7 @@ class Store(abc.ABC):
     ) -> PreparedMessage:
         """Validate, normalise and price a message without writing it."""
         role = v.check_role(role)
-        content = v.check_content(content)
+        content = v.check_content(content, self.max_content_bytes)
         model = v.optional_text(model, "model", max_length=200)
         provider = v.optional_text(provider, "provider", max_length=100)
         meta = v.check_json(metadata, "metadata")
@@ -419,9 +421,7 @@ class Store(abc.ABC):
             last = v.check_nonneg_int(last, "last")
         return self._get_conversation(cid, last)
 
-    def get_messages(
-        self, continuation_id: str, *, before_seq: int | None = None, limit: int = 50
-    ) -> list[Message]:
+    def get_messages(self, continuation_id: str, *, before_seq: int | None = None, limit: int = 50) -> list[Message]:
         """The newest ``limit`` messages before ``before_seq`` (all when None), oldest first:
         the "load older" page of a thread."""
         cid = v.check_id(continuation_id, "continuation_id")
@@ -467,7 +467,11 @@ class Store(abc.ABC):
         next_cursor = None
         if len(rows) > n:
             last_item = items[-1]
-            key = {"recent": last_item.updated_at.isoformat(), "created": last_item.created_at.isoformat(), "cost": last_item.cost_usd}[order]
+            key = {
+                "recent": last_item.updated_at.isoformat(),
+                "created": last_item.created_at.isoformat(),
+                "cost": last_item.cost_usd,
+            }[order]
             next_cursor = encode_cursor([order, key, last_item.id])
         return Page(items=items, next_cursor=next_cursor)
 
@@ -493,7 +497,9 @@ class Store(abc.ABC):
     @staticmethod
     def _filters(**kw: Any) -> ListFilters:
         min_cost = kw.get("min_cost")
-        if min_cost is not None and (isinstance(min_cost, bool) or not isinstance(min_cost, int | float) or min_cost < 0):
+        if min_cost is not None and (
+            isinstance(min_cost, bool) or not isinstance(min_cost, int | float) or min_cost < 0
+        ):
             raise ValidationError("min_cost", f"expected a non-negative number, got {min_cost!r}")
         return ListFilters(
             since=v.optional_utc(kw.get("since"), "since"),
@@ -691,6 +697,10 @@ class Store(abc.ABC):
     # -- backend primitives ------------------------------------------------------------
 
     @abc.abstractmethod
+    def migrations(self) -> list[tuple[str, datetime]]:
+        """Applied schema migrations, oldest first: (name, applied at)."""
+
+    @abc.abstractmethod
     def _load_prices(self) -> list[Price]: ...
 
     @abc.abstractmethod
@@ -729,7 +739,18 @@ class Store(abc.ABC):
     def _count_conversations(self, filters: ListFilters) -> int: ...
 
     @abc.abstractmethod
-    def _search(self, clauses: list[Clause], **kw: Any) -> list[SearchHit]: ...
+    def _search(
+        self,
+        clauses: list[Clause],
+        *,
+        limit: int,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+        order: str,
+    ) -> list[SearchHit]: ...
 
     @abc.abstractmethod
     def _open_file(self, file_id: str) -> BinaryIO: ...
@@ -738,22 +759,45 @@ class Store(abc.ABC):
     def _get_file(self, file_id: str) -> StoredFile | None: ...
 
     @abc.abstractmethod
-    def _list_files(self, **kw: Any) -> list[StoredFile]: ...
+    def _list_files(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        mime_type: str | None,
+        continuation_id: str | None,
+        session_id: str | None,
+        unused: bool,
+        order: str,
+        limit: int,
+        after: list[Any] | None,
+    ) -> list[StoredFile]: ...
 
     @abc.abstractmethod
     def _file_conversations(self, file_id: str) -> list[Conversation]: ...
 
     @abc.abstractmethod
-    def _usage_rows(self, keys: list[str], **kw: Any) -> list[Sequence[Any]]: ...
+    def _usage_rows(
+        self,
+        keys: list[str],
+        *,
+        first_day: str | None,
+        last_day: str | None,
+        model: str | None,
+        provider: str | None,
+        tool_name: str | None,
+    ) -> list[Sequence[Any]]:
+        """Rows of (keys..., USAGE_COLUMNS...) from the daily rollup; days are inclusive bounds."""
 
     @abc.abstractmethod
-    def _storage_rows(self, keys: list[str], **kw: Any) -> list[Sequence[Any]]: ...
+    def _storage_rows(self, keys: list[str], *, first_day: str | None, last_day: str | None) -> list[Sequence[Any]]:
+        """Rows of (keys..., STORAGE_COLUMNS...)."""
 
     @abc.abstractmethod
     def _facets(self) -> dict[str, list[str]]: ...
 
     @abc.abstractmethod
-    def _reprice(self, **kw: Any) -> RepriceResult: ...
+    def _reprice(self, *, since: datetime | None, until: datetime | None, model: str | None) -> RepriceResult: ...
 
     @abc.abstractmethod
     def _iter_conversations(self, since: datetime | None, until: datetime | None) -> Iterator[Conversation]: ...
@@ -801,10 +845,7 @@ def _frame(
 
 
 def _add_results(a: ImportResult, b: ImportResult) -> ImportResult:
-    return ImportResult(
-        *(x + y for x, y in zip((a.conversations, a.conversations_skipped, a.messages, a.messages_skipped, a.files),
-                               (b.conversations, b.conversations_skipped, b.messages, b.messages_skipped, b.files), strict=True))
-    )
+    return ImportResult(*(x + y for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True)))
 
 
 def day_of(ts: datetime | date) -> str:

@@ -18,7 +18,7 @@ from .models import Conversation, Usage
 from .search_query import cjk_index_text
 from .store import EXPORT_FORMAT, PreparedConversation, PreparedMessage, title_from
 
-__all__ = ["conversation_record", "parse_record", "ParsedRecord", "ParsedFile"]
+__all__ = ["ParsedFile", "ParsedRecord", "conversation_record", "parse_record"]
 
 
 def conversation_record(conv: Conversation) -> dict[str, Any]:

@@ -162,9 +162,7 @@ def _parse(d: Mapping[str, Any], path: str) -> Usage | None:
         output = r.int("output_tokens")
         reasoning = r.int("output_tokens_details", "reasoning_tokens")
         return Usage(
-            input_tokens=_part(
-                prompt, cached, f"{path}.input_tokens", f"{path}.input_tokens_details.cached_tokens"
-            ),
+            input_tokens=_part(prompt, cached, f"{path}.input_tokens", f"{path}.input_tokens_details.cached_tokens"),
             cached_input_tokens=cached,
             output_tokens=_part(
                 output,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import unicodedata
 import uuid
@@ -22,7 +21,7 @@ from typing import Any
 from .errors import ValidationError
 
 ROLES = ("user", "assistant", "system", "tool")
-MAX_CONTENT_BYTES = int(os.environ.get("PERSISTENCE_MAX_CONTENT_BYTES", 16 * 1024 * 1024))
+MAX_CONTENT_BYTES = 16 * 1024 * 1024
 MAX_ID_LENGTH = 200
 MAX_FILENAME_LENGTH = 255
 MAX_TAGS = 64
@@ -38,18 +37,17 @@ def clean_text(value: str) -> str:
     return value
 
 
-def check_content(content: object) -> str:
+def check_content(content: object, max_bytes: int = MAX_CONTENT_BYTES) -> str:
     if not isinstance(content, str):
         raise ValidationError("content", f"expected a string, got {type(content).__name__}")
     content = clean_text(content)
-    # len(str) bounds the UTF-8 size from below and 4*len from above: encode only when needed.
-    if len(content) * 4 > MAX_CONTENT_BYTES:
+    # A str of n characters is at most 4n bytes of UTF-8: encode only when it could be over.
+    if len(content) * 4 > max_bytes:
         size = len(content.encode("utf-8"))
-        if size > MAX_CONTENT_BYTES:
+        if size > max_bytes:
             raise ValidationError(
                 "content",
-                f"{size:,} bytes exceeds the limit of {MAX_CONTENT_BYTES:,} bytes "
-                "(PERSISTENCE_MAX_CONTENT_BYTES)",
+                f"{size:,} bytes exceeds the limit of {max_bytes:,} bytes (PERSISTENCE_MAX_CONTENT_BYTES)",
             )
     return content
 
@@ -201,9 +199,7 @@ def check_filename(name: object, field: str = "filename") -> str:
     if base in ("", ".", ".."):
         raise ValidationError(field, f"{name[:80]!r} has no usable file name")
     if len(base) > MAX_FILENAME_LENGTH:
-        raise ValidationError(
-            field, f"longer than {MAX_FILENAME_LENGTH} characters ({len(base):,}): {base[:40]!r}..."
-        )
+        raise ValidationError(field, f"longer than {MAX_FILENAME_LENGTH} characters ({len(base):,}): {base[:40]!r}...")
     return base
 
 
@@ -220,9 +216,7 @@ def to_utc(value: object, field: str) -> datetime:
     if not isinstance(value, datetime):
         raise ValidationError(field, f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            field, "naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)"
-        )
+        raise ValidationError(field, "naive datetime; pass an aware one, e.g. datetime.now(timezone.utc)")
     return value.astimezone(UTC)
 
 
