@@ -231,6 +231,36 @@ class ImportResult:
     files: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What ``prune`` deleted (or, with ``dry_run``, would delete)."""
+
+    cutoff: datetime
+    conversations: int = 0
+    messages: int = 0
+    uploads: int = 0
+    files: int = 0
+    bytes: int = 0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFile:
+    """A stored file as uploaded to a provider (Kimi, GLM …), so it is not uploaded twice."""
+
+    id: str
+    file_id: str
+    file_hash: str
+    provider: str
+    provider_file_id: str
+    purpose: str | None
+    created_at: datetime
+    expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
 def _plain(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):

@@ -152,6 +152,21 @@ create table conversation_files (
 ) without rowid;
 create index conversation_files_file_id on conversation_files (file_id);
 
+-- The provider-side id of a stored file (Kimi, GLM …), so one file is never uploaded twice
+-- to one provider for one purpose.
+create table provider_files (
+    id text primary key,
+    file_id text not null references files (id) on delete cascade,
+    provider text not null,
+    provider_file_id text not null,
+    purpose text not null default '',       -- '' stands for none, so the unique key can merge
+    created_at text not null,
+    expires_at text,
+    unique (file_id, provider, purpose)
+);
+create index file_uploads_session_id on file_uploads (session_id, created_at);
+create index files_file_hash on files (file_hash);
+
 create table model_prices (
     id text primary key,                    -- provider/model@effective_from
     provider text not null,

@@ -31,7 +31,17 @@ from .errors import (
     ValidationError,
 )
 from .filestore import LocalFileStore, StoredBlob
-from .models import Conversation, ImportResult, Message, RepriceResult, SearchHit, StoredFile, Usage
+from .models import (
+    Conversation,
+    ImportResult,
+    Message,
+    ProviderFile,
+    PruneResult,
+    RepriceResult,
+    SearchHit,
+    StoredFile,
+    Usage,
+)
 from .pricing import Price, package_prices
 from .search_query import Clause, python_fragments, to_fts5
 from .sqlite_schema import MIGRATIONS
@@ -1285,6 +1295,141 @@ class SQLiteStore(Store):
             "files_missing_bytes": missing[:20],
             "files_missing_bytes_count": len(missing),
         }
+
+    def _prune(self, cutoff: datetime, *, dry_run: bool) -> PruneResult:
+        limit = _ts(cutoff)
+        doomed_paths: list[str] = []
+
+        class _DryRun(Exception):
+            pass
+
+        counts: dict[str, int] = {}
+        try:
+            with self._write() as db:
+                db.execute("create temp table if not exists prune_conversations (id text primary key)")
+                db.execute("delete from prune_conversations")
+                db.execute(
+                    "insert into prune_conversations select id from conversations where updated_at < ?", (limit,)
+                )
+                days = {
+                    r[0]
+                    for r in db.execute(
+                        "select distinct substr(created_at, 1, 10) from messages "
+                        "where conversation_id in (select id from prune_conversations)"
+                    )
+                }
+                counts["conversations"] = db.execute("select count(*) from prune_conversations").fetchone()[0]
+                counts["messages"] = db.execute(
+                    "select count(*) from messages where conversation_id in (select id from prune_conversations)"
+                ).fetchone()[0]
+                db.execute("delete from conversations where id in (select id from prune_conversations)")
+                # Files no remaining thread uses and nobody uploaded since the cutoff.
+                doomed = db.execute(
+                    """select f.id, f.storage_path, f.file_size,
+                              (select count(*) from file_uploads u where u.file_id = f.id)
+                       from files f
+                       where not exists (select 1 from conversation_files cf where cf.file_id = f.id)
+                         and not exists (select 1 from file_uploads u where u.file_id = f.id and u.created_at >= ?)""",
+                    (limit,),
+                ).fetchall()
+                counts["files"] = len(doomed)
+                counts["bytes"] = sum(r[2] for r in doomed)
+                counts["uploads"] = sum(r[3] for r in doomed)
+                db.executemany("delete from files where id = ?", [(r[0],) for r in doomed])
+                doomed_paths = [r[1] for r in doomed]
+                self._rebuild(db, days, set())
+                db.execute("delete from prune_conversations")
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            doomed_paths = []
+        # Bytes go after the rows are gone: a crash in between leaves unreferenced bytes
+        # (harmless, and re-used by the next upload of the same content), never a row without bytes.
+        for path in doomed_paths:
+            self.files.delete(path)
+        return PruneResult(cutoff=cutoff, dry_run=dry_run, **counts)
+
+    def _record_provider_file(
+        self,
+        *,
+        file_id: str,
+        provider: str,
+        provider_file_id: str,
+        purpose: str | None,
+        expires_at: datetime | None,
+        created_at: datetime,
+    ) -> ProviderFile:
+        with self._write() as db:
+            row = db.execute(
+                "select id from files where id = ? union all select file_id from file_uploads where id = ?",
+                (file_id, file_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no file with id {file_id}")
+            db.execute(
+                """insert into provider_files (id, file_id, provider, provider_file_id, purpose, created_at, expires_at)
+                   values (?, ?, ?, ?, ?, ?, ?)
+                   on conflict (file_id, provider, purpose) do update set
+                       provider_file_id = excluded.provider_file_id, created_at = excluded.created_at,
+                       expires_at = excluded.expires_at""",
+                (
+                    str(uuid.uuid4()),
+                    row[0],
+                    provider,
+                    provider_file_id,
+                    purpose or "",
+                    _ts(created_at),
+                    None if expires_at is None else _ts(expires_at),
+                ),
+            )
+            stored = db.execute(
+                self._PROVIDER_SELECT + " where p.file_id = ? and p.provider = ? and p.purpose = ?",
+                (row[0], provider, purpose or ""),
+            ).fetchone()
+        return self._provider_file(stored)
+
+    _PROVIDER_SELECT = """select p.id, p.file_id, f.file_hash, p.provider, p.provider_file_id, p.purpose,
+               p.created_at, p.expires_at
+        from provider_files p join files f on f.id = p.file_id"""
+
+    @staticmethod
+    def _provider_file(r: Sequence[Any]) -> ProviderFile:
+        return ProviderFile(
+            id=r[0],
+            file_id=r[1],
+            file_hash=r[2],
+            provider=r[3],
+            provider_file_id=r[4],
+            purpose=r[5] or None,
+            created_at=_dt(r[6]),
+            expires_at=_opt_dt(r[7]),
+        )
+
+    def _find_provider_file(
+        self, file_hash: str, provider: str, *, purpose: str | None, user_id: str | None, at: datetime
+    ) -> ProviderFile | None:
+        sql = (
+            self._PROVIDER_SELECT
+            + """ where f.file_hash = ? and p.provider = ?
+            and coalesce(f.user_id, '') = ? and (p.expires_at is null or p.expires_at > ?)"""
+        )
+        params: list[Any] = [file_hash, provider, user_id or "", _ts(at)]
+        if purpose is not None:
+            sql += " and p.purpose = ?"
+            params.append(purpose)
+        row = self._conn().execute(sql + " order by p.created_at desc limit 1", params).fetchone()
+        return None if row is None else self._provider_file(row)
+
+    def _upload_activity(self, session_id: str, since: datetime) -> tuple[int, int]:
+        row = (
+            self._conn()
+            .execute(
+                "select count(*), coalesce(sum(file_size), 0) from file_uploads where session_id = ? and created_at >= ?",
+                (session_id, _ts(since)),
+            )
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
 
     # -- used by tests and the demo ----------------------------------------------------
 

@@ -23,7 +23,18 @@ import pandas as pd
 from . import validation as v
 from .errors import ValidationError
 from .filestore import open_source, sniff_mime
-from .models import Conversation, ImportResult, Message, Page, RepriceResult, SearchHit, StoredFile, Usage
+from .models import (
+    Conversation,
+    ImportResult,
+    Message,
+    Page,
+    ProviderFile,
+    PruneResult,
+    RepriceResult,
+    SearchHit,
+    StoredFile,
+    Usage,
+)
 from .pricing import Price, PriceTable
 from .search_query import Clause, cjk_index_text, parse_query
 from .usage import normalise_usage
@@ -690,6 +701,65 @@ class Store(abc.ABC):
             totals = _add_results(totals, self._import_batch(batch))
         return totals
 
+    def prune(self, *, older_than: timedelta | datetime, dry_run: bool = False) -> PruneResult:
+        """Delete threads whose last activity is before the cutoff (``now - older_than``, or
+        a datetime) with their messages; then the files that no remaining thread uses and
+        that nobody uploaded since the cutoff, with their bytes. Rollups and totals are
+        corrected in the same transaction. ``dry_run``: count, change nothing."""
+        if isinstance(older_than, timedelta):
+            if older_than <= timedelta(0):
+                raise ValidationError("older_than", "must be a positive duration")
+            cutoff = now() - older_than
+        else:
+            cutoff = v.to_utc(older_than, "older_than")
+        result = self._prune(cutoff, dry_run=bool(dry_run))
+        return result
+
+    def record_provider_file(
+        self,
+        file_id: str,
+        provider: str,
+        provider_file_id: str,
+        *,
+        purpose: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> ProviderFile:
+        """Remember that a stored file was uploaded to ``provider`` as ``provider_file_id``
+        (one record per file, provider and purpose; a new upload replaces the old one)."""
+        name = v.optional_text(provider, "provider", max_length=100)
+        if not name:
+            raise ValidationError("provider", "is required (e.g. 'kimi', 'glm')")
+        pid = v.optional_text(provider_file_id, "provider_file_id", max_length=500)
+        if not pid:
+            raise ValidationError("provider_file_id", "is required")
+        return self._record_provider_file(
+            file_id=v.check_uuid(file_id, "file_id"),
+            provider=name.lower(),
+            provider_file_id=pid,
+            purpose=v.optional_text(purpose, "purpose", max_length=100) or None,
+            expires_at=v.optional_utc(expires_at, "expires_at"),
+            created_at=now(),
+        )
+
+    def find_provider_file(
+        self, file_hash: str, provider: str, *, purpose: str | None = None, user_id: str | None = None
+    ) -> ProviderFile | None:
+        """The unexpired provider upload of the bytes with this sha256, or None: upload only
+        on a miss."""
+        sha = str(file_hash).lower()
+        if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+            raise ValidationError("file_hash", f"{file_hash!r} is not a sha256 hex digest")
+        name = v.optional_text(provider, "provider", max_length=100)
+        if not name:
+            raise ValidationError("provider", "is required (e.g. 'kimi', 'glm')")
+        return self._find_provider_file(
+            sha,
+            name.lower(),
+            purpose=v.optional_text(purpose, "purpose", max_length=100) or None,
+            user_id=v.optional_uuid(user_id, "user_id"),
+            at=now(),
+        )
+
     def doctor(self) -> dict[str, Any]:
         """Health and size figures for ``python -m persistence doctor`` and the app."""
         return self._doctor()
@@ -807,6 +877,30 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _doctor(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def _prune(self, cutoff: datetime, *, dry_run: bool) -> PruneResult: ...
+
+    @abc.abstractmethod
+    def _record_provider_file(
+        self,
+        *,
+        file_id: str,
+        provider: str,
+        provider_file_id: str,
+        purpose: str | None,
+        expires_at: datetime | None,
+        created_at: datetime,
+    ) -> ProviderFile: ...
+
+    @abc.abstractmethod
+    def _find_provider_file(
+        self, file_hash: str, provider: str, *, purpose: str | None, user_id: str | None, at: datetime
+    ) -> ProviderFile | None: ...
+
+    @abc.abstractmethod
+    def _upload_activity(self, session_id: str, since: datetime) -> tuple[int, int]:
+        """(uploads, bytes) a session made since ``since``: what upload rate limits read."""
 
 
 def _limit(limit: object, maximum: int = 1000) -> int:
