@@ -10,6 +10,7 @@ Deterministic: the same seed and end date give the same store, ids included.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from .store import PreparedConversation, PreparedMessage, Store
+from .store import PreparedConversation, PreparedMessage, Store, title_from
 from .transfer import ParsedRecord
 
 __all__ = ["DemoSummary", "generate"]
@@ -316,6 +317,8 @@ def _records(
                 # A few variants per file name: many uploads, fewer distinct contents.
                 variant = rng.randint(1, 4)
                 uploads.append((name, mime, f"{text}# variant {variant}\n".encode(), t))
+        # Titled like a live thread: the server's first user turn names it (see Store.record_message).
+        conv = dataclasses.replace(conv, title=title_from(messages[0][1].content))
         yield ParsedRecord(conversation=conv, model=model, updated_at=t, messages=messages, files=[]), uploads
 
 

@@ -15,6 +15,7 @@ import io
 import mimetypes
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,15 @@ SHARED_OWNER = "shared"
 
 def storage_path_for(owner: str | None, sha256: str) -> str:
     return f"{owner or SHARED_OWNER}/{sha256[:2]}/{sha256}"
+
+
+_FILE_ID_NAMESPACE = uuid.UUID("6f1c3a52-7d0e-4b8e-9a51-3c2f0d6b9e41")
+
+
+def file_id_for(storage_path: str) -> str:
+    """A stored object's id follows from its path (owner + hash): the same file has the same
+    id in every store, so copies between stores line up."""
+    return str(uuid.uuid5(_FILE_ID_NAMESPACE, storage_path))
 
 
 @dataclass(frozen=True, slots=True)

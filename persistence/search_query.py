@@ -125,34 +125,34 @@ def cjk_pairs(run: str) -> list[str]:
     return [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+def _expand_run(run: str) -> str:
+    return run if len(run) == 1 else " ".join([*cjk_pairs(run), run[-1]])
+
+
 def cjk_index_text(content: str) -> str | None:
-    """The extra text indexed for content with CJK runs (None when there are none).
+    """The text to index instead of ``content`` when it has CJK runs (None when none).
 
     Each run becomes its overlapping pairs plus its last character, so a query of any
-    length (one character included, as a prefix of a pair or the tail) finds it.
+    length finds it (one character as a prefix of a pair, or the tail); text around the
+    runs is kept, now separated from them, so ``GLM模型`` indexes ``GLM`` as a word.
     """
-    runs = _CJK_RUN.findall(content)
-    if not runs:
+    if not _CJK_CHAR.search(content):
         return None
-    out: list[str] = []
-    for run in runs:
-        if len(run) > 1:
-            out.extend(run[i : i + 2] for i in range(len(run) - 1))
-        out.append(run[-1])
-    return " ".join(out)
+    return _CJK_RUN.sub(lambda m: " " + _expand_run(m.group(0)) + " ", content)
 
 
 def _fts5_term(term: Term) -> str:
     tokens: list[str] = []
-    single_cjk = False
     for i, word in enumerate(term.words):
         if term.is_cjk(i):
             tokens.extend(cjk_pairs(word))
-            single_cjk = len(word) == 1 and len(term.words) == 1
+            if len(word) > 1 and i + 1 < len(term.words):
+                tokens.append(word[-1])  # the run ends here in the text too, so its tail follows
         else:
             tokens.append(word)
     # FTS5 strings are double-quoted; our tokens never contain quotes or operators.
     rendered = '"' + " ".join(tokens) + '"'
+    single_cjk = len(term.words) == 1 and term.is_cjk(0) and len(term.words[0]) == 1
     if term.prefix or single_cjk:
         rendered += "*"
     return rendered

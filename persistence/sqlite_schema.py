@@ -72,16 +72,15 @@ create table messages (
     metadata text not null default '{}',
     user_id text,
     created_at text not null,
-    search_extra text,                      -- CJK runs as character pairs, for substring search
+    search_extra text,                      -- what is indexed instead of content when it has CJK runs
     unique (conversation_id, seq)
 );
 create index messages_created_at on messages (created_at);
 
--- What the full-text index reads: the content, plus the CJK pairs when there are any.
+-- What the full-text index reads: the content, or for text with CJK runs the same text with
+-- each run spelled as overlapping character pairs (see persistence/search_query.py).
 create view messages_search as
-    select rowid, case when search_extra is null then content
-                       else content || char(10) || search_extra end as body
-    from messages;
+    select rowid, coalesce(search_extra, content) as body from messages;
 
 create virtual table messages_fts using fts5 (
     body,
@@ -91,17 +90,17 @@ create virtual table messages_fts using fts5 (
 );
 create trigger messages_fts_insert after insert on messages begin
     insert into messages_fts (rowid, body) values (new.rowid,
-        case when new.search_extra is null then new.content else new.content || char(10) || new.search_extra end);
+        coalesce(new.search_extra, new.content));
 end;
 create trigger messages_fts_delete after delete on messages begin
     insert into messages_fts (messages_fts, rowid, body) values ('delete', old.rowid,
-        case when old.search_extra is null then old.content else old.content || char(10) || old.search_extra end);
+        coalesce(old.search_extra, old.content));
 end;
 create trigger messages_fts_update after update of content, search_extra on messages begin
     insert into messages_fts (messages_fts, rowid, body) values ('delete', old.rowid,
-        case when old.search_extra is null then old.content else old.content || char(10) || old.search_extra end);
+        coalesce(old.search_extra, old.content));
     insert into messages_fts (rowid, body) values (new.rowid,
-        case when new.search_extra is null then new.content else new.content || char(10) || new.search_extra end);
+        coalesce(new.search_extra, new.content));
 end;
 
 -- One row per stored object: bytes are stored once per owner and content hash.

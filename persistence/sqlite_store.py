@@ -30,7 +30,7 @@ from .errors import (
     StoreOpenError,
     ValidationError,
 )
-from .filestore import LocalFileStore, StoredBlob
+from .filestore import LocalFileStore, StoredBlob, file_id_for
 from .models import (
     Conversation,
     ImportResult,
@@ -855,7 +855,7 @@ class SQLiteStore(Store):
             row = db.execute("select * from files where storage_path = ?", (f["storage_path"],)).fetchone()
             deduplicated = row is not None
             if row is None:
-                file_id = str(uuid.uuid4())
+                file_id = file_id_for(f["storage_path"])
                 db.execute(
                     """insert into files (id, file_hash, bucket_name, storage_path, filename, mime_type, file_size,
                            user_id, session_id, conversation_id, tags, description, metadata, created_at, updated_at)

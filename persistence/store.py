@@ -479,8 +479,8 @@ class Store(abc.ABC):
         if len(rows) > n:
             last_item = items[-1]
             key = {
-                "recent": last_item.updated_at.isoformat(),
-                "created": last_item.created_at.isoformat(),
+                "recent": last_item.updated_at.isoformat(timespec="microseconds"),
+                "created": last_item.created_at.isoformat(timespec="microseconds"),
                 "cost": last_item.cost_usd,
             }[order]
             next_cursor = encode_cursor([order, key, last_item.id])
@@ -605,7 +605,7 @@ class Store(abc.ABC):
         next_cursor = None
         if len(rows) > n:
             last = items[-1]
-            key = last.created_at.isoformat() if order == "recent" else last.size
+            key = last.created_at.isoformat(timespec="microseconds") if order == "recent" else last.size
             next_cursor = encode_cursor([order, key, last.upload_id])
         return Page(items=items, next_cursor=next_cursor)
 
