@@ -33,10 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_demo_store, file_size_mb, latencies, percentile, summary, table, timed  # noqa: E402
+from common import ensure_demo_store, file_size_mb, latencies, percentile, table
 
-import persistence  # noqa: E402
-import persistence.demo  # noqa: E402
+import persistence
+import persistence.demo
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -276,7 +276,7 @@ def bench_reads(store: persistence.Store, db: sqlite3.Connection, lc_path: Path)
     conv_ids = {
         r[0]: r[1]
         for r in db.execute(
-            "select continuation_id, id from conversations where continuation_id in (%s)" % ",".join("?" * len(sample)),
+            f"select continuation_id, id from conversations where continuation_id in ({','.join('?' * len(sample))})",
             sample,
         )
     }

@@ -6,7 +6,6 @@ interleaved, so machine noise hits both sides alike). They assert nothing.
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import time
@@ -37,10 +36,6 @@ def latencies(fn: Callable[[Any], Any], args: Sequence[Any], warmup: int = 3) ->
     for a in args[:warmup]:
         fn(a)
     return [timed(lambda a=a: fn(a))[0] for a in args]
-
-
-def summary(samples: Sequence[float]) -> str:
-    return f"p50 {percentile(samples, 50):8.2f} ms   p95 {percentile(samples, 95):8.2f} ms   mean {statistics.fmean(samples):8.2f} ms"
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
