@@ -42,6 +42,12 @@ def default_sqlite_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(home).expanduser() / "history.db" if home else Path(user_data_dir(APP_NAME)) / "history.db"
 
 
+def outbox_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where outboxes live: ``PERSISTENCE_OUTBOX_DIR``, else beside the embedded default."""
+    e = load_env(env)
+    return Path(e["PERSISTENCE_OUTBOX_DIR"]).expanduser() if e.get("PERSISTENCE_OUTBOX_DIR") else default_sqlite_path(e).parent
+
+
 def resolve_url(url: str | None = None, env: Mapping[str, str] | None = None) -> str:
     e = load_env(env)
     if url:

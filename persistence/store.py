@@ -679,11 +679,26 @@ class Store(abc.ABC):
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[dict[str, Any]]:
         """One JSON-ready record per thread (created in [since, until)): the thread, every
-        message with its stored cost and price id, and its files' metadata."""
+        message with its stored cost and price id, and every upload it made (file metadata)."""
         from .transfer import conversation_record
 
         for conv in self._iter_conversations(v.optional_utc(since, "since"), v.optional_utc(until, "until")):
-            yield conversation_record(conv)
+            yield conversation_record(conv, self._thread_uploads(conv) if conv.files else None)
+
+    def _thread_uploads(self, conv: Conversation) -> list[StoredFile]:
+        """Every upload the thread made, oldest first (``conv.files`` lists each file once,
+        so a thread that uploaded the same bytes twice would export one upload)."""
+        uploads: list[StoredFile] = []
+        cursor = None
+        while True:
+            page = self.list_files(continuation_id=conv.continuation_id, limit=1000, cursor=cursor)
+            uploads.extend(f for f in page if f.continuation_id == conv.continuation_id)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        seen = {f.id for f in uploads}
+        uploads.extend(f for f in conv.files if f.id not in seen)  # used, but uploaded elsewhere
+        return sorted(uploads, key=lambda f: (f.created_at, f.id, f.upload_id or ""))
 
     def import_records(self, records: Iterable[dict[str, Any]], *, batch_size: int = 200) -> ImportResult:
         """Write exported records back, ids, seq and costs unchanged. Idempotent: threads and
@@ -761,8 +776,16 @@ class Store(abc.ABC):
         )
 
     def doctor(self) -> dict[str, Any]:
-        """Health and size figures for ``python -m persistence doctor`` and the app."""
-        return self._doctor()
+        """Health and size figures for ``python -m persistence doctor`` and the app, with the
+        write outbox's depth, oldest age and last error when one exists for this store."""
+        from .config import outbox_dir
+        from .outbox import outbox_path_for, read_status
+
+        report = self._doctor()
+        status = read_status(outbox_path_for(self.url, outbox_dir()))
+        if status is not None:
+            report.update({f"outbox_{k}": v for k, v in status.items()})
+        return report
 
     # -- backend primitives ------------------------------------------------------------
 

@@ -1,0 +1,105 @@
+"""The history MCP server, driven by the official MCP SDK client over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+import persistence
+from persistence.demo import generate
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('mcp') / 'history.db'}"
+    store = persistence.open_store(url)
+    generate(store, 40, seed=11, end=date(2026, 11, 1), files=False)
+    store.record_message("known-thread", "user", "How do I tune the zebra cache eviction?", tool_name="chat")
+    store.record_message(
+        "known-thread",
+        "assistant",
+        "Use an LRU with a zebra-specific TTL.",
+        model="glm-4.6",
+        usage={"prompt_tokens": 50, "completion_tokens": 20},
+    )
+    store.close()
+    return url
+
+
+def run_session(url: str, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[Any], list[Any]]:
+    async def main() -> tuple[list[Any], list[Any]]:
+        params = StdioServerParameters(command=sys.executable, args=["-m", "persistence.mcp", "--url", url])
+        async with Client(params) as client:
+            tools = (await client.list_tools()).tools
+            results = [await client.call_tool(name, args) for name, args in calls]
+        return tools, results
+
+    return asyncio.run(main())
+
+
+def test_tools_are_listed_with_descriptions_and_schemas(history: str) -> None:
+    tools, _ = run_session(history, [])
+    by_name = {t.name: t for t in tools}
+    assert set(by_name) == {"search_history", "get_thread", "list_threads", "usage_summary"}
+    for tool in tools:
+        assert tool.description and len(tool.description) > 40
+        assert tool.input_schema["type"] == "object"
+        assert tool.annotations is not None and tool.annotations.read_only_hint
+    assert by_name["search_history"].input_schema["required"] == ["query"]
+    assert by_name["get_thread"].input_schema["required"] == ["continuation_id"]
+
+
+def test_each_tool_answers_from_the_store(history: str) -> None:
+    store = persistence.open_store(history)
+    _, (search, thread, listing, usage, missing) = run_session(
+        history,
+        [
+            ("search_history", {"query": "zebra", "limit": 5}),
+            ("get_thread", {"continuation_id": "known-thread", "last": 10}),
+            ("list_threads", {"limit": 5, "order": "cost"}),
+            ("usage_summary", {"group_by": ["model"], "since": "2026-01-01"}),
+            ("get_thread", {"continuation_id": "no-such-thread"}),
+        ],
+    )
+    hits = search.structured_content["hits"]
+    assert [h["continuation_id"] for h in hits] == ["known-thread", "known-thread"]
+    assert any("[zebra" in h["snippet"] for h in hits)
+    body = thread.structured_content
+    assert [m["content"] for m in body["messages"]] == [
+        m.content for m in store.get_conversation("known-thread").messages
+    ]  # type: ignore[union-attr]
+    assert body["cost_usd"] == pytest.approx(store.get_conversation("known-thread").cost_usd)  # type: ignore[union-attr]
+    expected = [c.continuation_id for c in store.list_conversations(limit=5, order="cost")]
+    assert [t["continuation_id"] for t in listing.structured_content["threads"]] == expected
+    assert listing.structured_content["next_cursor"]
+    totals = store.usage((), since=datetime(2026, 1, 1, tzinfo=UTC))
+    summary = usage.structured_content
+    assert summary["totals"]["messages"] == int(totals["messages"].iloc[0])
+    assert summary["totals"]["cost_usd"] == pytest.approx(float(totals["cost_usd"].iloc[0]), abs=1e-5)
+    assert sum(r["messages"] for r in summary["rows"]) == summary["totals"]["messages"]
+    assert missing.is_error and "no-such-thread" in missing.content[0].text
+    store.close()
+
+
+def test_bad_arguments_get_a_clear_error(history: str) -> None:
+    _, (bad_date, bad_query) = run_session(
+        history, [("list_threads", {"since": "last tuesday"}), ("search_history", {"query": "((("})]
+    )
+    assert bad_date.is_error and "since" in bad_date.content[0].text
+    assert not bad_query.is_error and bad_query.structured_content["hits"] == []
+
+
+def test_the_server_never_writes(history: str, tmp_path: Path) -> None:
+    before = Path(history.removeprefix("sqlite:///")).stat().st_mtime_ns
+    run_session(history, [("search_history", {"query": "cache"}), ("usage_summary", {})])
+    store = persistence.open_store(history)
+    assert store.count_conversations() == 41
+    store.close()
+    assert before <= Path(history.removeprefix("sqlite:///")).stat().st_mtime_ns

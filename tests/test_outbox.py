@@ -1,0 +1,255 @@
+"""The durable write-behind outbox: nothing dropped, nothing doubled, order kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import persistence
+from persistence.integrations.zen import ThreadStorage
+from persistence.outbox import Outbox, outbox_path_for
+
+
+class Backend:
+    """Opens the real store, or fails like an unreachable server while ``down`` is set.
+
+    Stands in for the network between the server and a remote database: the outbox only ever
+    sees a factory that raises ConnectionError, as psycopg or httpx do when the host is down.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.down = threading.Event()
+        self.opened = 0
+
+    def __call__(self) -> persistence.Store:
+        if self.down.is_set():
+            raise ConnectionError(f"connection refused: {self.url}")
+        self.opened += 1
+        store = persistence.open_store(self.url)
+        backend = self
+
+        class FlakyStore(type(store)):  # type: ignore[misc]
+            def record_message(self, *a, **kw):  # type: ignore[no-untyped-def]
+                if backend.down.is_set():
+                    raise ConnectionError("server closed the connection unexpectedly")
+                return super().record_message(*a, **kw)
+
+        store.__class__ = FlakyStore
+        return store
+
+
+def _message(thread: str, i: int) -> dict[str, object]:
+    return {
+        "continuation_id": thread,
+        "role": "user" if i % 2 == 0 else "assistant",
+        "content": f"turn {i} of {thread}",
+        "model": None if i % 2 == 0 else "glm-4.6",
+        "usage": None if i % 2 == 0 else {"prompt_tokens": 100, "completion_tokens": 10},
+        "message_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{thread}/{i}")),
+    }
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_ten_thousand_turns_while_the_backend_is_down_arrive_exactly_once(tmp_path: Path) -> None:
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    backend.down.set()
+    outbox = Outbox(backend, tmp_path / "outbox.db", max_backoff=0.2)
+    threads = [f"t-{n}" for n in range(50)]
+    started = time.perf_counter()
+    for i in range(200):
+        for t in threads:
+            outbox.submit("record_message", _message(t, i), key=t)
+    assert time.perf_counter() - started < 60
+    assert _wait(lambda: outbox.status()["last_error"] is not None, 10)
+    status = outbox.status()
+    assert status["depth"] == 10_000 and "refused" in status["last_error"]
+    backend.down.clear()
+    assert outbox.wait_idle(120)
+    assert outbox.close() == 0
+    store = persistence.open_store(backend.url)
+    assert int(store.usage(())["messages"].iloc[0]) == 10_000
+    for t in threads[:5]:
+        conv = store.get_conversation(t)
+        assert conv is not None
+        assert [m.content for m in conv.messages] == [f"turn {i} of {t}" for i in range(200)]  # in order
+    store.close()
+
+
+def test_delivery_survives_failures_mid_batch_without_doubles(tmp_path: Path) -> None:
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    outbox = Outbox(backend, tmp_path / "outbox.db", max_backoff=0.1, batch_size=50)
+    flapping = threading.Event()
+
+    def flap() -> None:
+        while not flapping.is_set():
+            backend.down.set()
+            time.sleep(0.02)
+            backend.down.clear()
+            time.sleep(0.05)
+
+    flapper = threading.Thread(target=flap)
+    flapper.start()
+    for i in range(2000):
+        outbox.submit("record_message", _message("t-flap", i), key="t-flap")
+        # A redelivered duplicate (same message id) is stored once.
+        if i % 100 == 0:
+            outbox.submit("record_message", _message("t-flap", i), key="t-flap")
+    time.sleep(0.5)
+    flapping.set()
+    flapper.join()
+    backend.down.clear()
+    assert outbox.wait_idle(120)
+    outbox.close()
+    store = persistence.open_store(backend.url)
+    conv = store.get_conversation("t-flap")
+    assert conv is not None and conv.message_count == 2000
+    assert [m.content for m in conv.messages] == [f"turn {i} of t-flap" for i in range(2000)]
+    store.close()
+
+
+def test_close_flushes_with_a_bounded_wait_and_keeps_the_rest(tmp_path: Path) -> None:
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    backend.down.set()
+    outbox = Outbox(backend, tmp_path / "outbox.db", max_backoff=0.1)
+    for i in range(30):
+        outbox.submit("record_message", _message("t-close", i), key="t-close")
+    started = time.monotonic()
+    left = outbox.close(timeout=0.5)
+    assert left == 30 and time.monotonic() - started < 3
+    backend.down.clear()
+    again = Outbox(backend, tmp_path / "outbox.db")  # the next start delivers the rest
+    assert again.wait_idle(30)
+    again.close()
+    store = persistence.open_store(backend.url)
+    assert store.get_conversation("t-close").message_count == 30  # type: ignore[union-attr]
+    store.close()
+
+
+def test_refused_writes_are_set_aside_not_retried_forever(tmp_path: Path) -> None:
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    outbox = Outbox(backend, tmp_path / "outbox.db")
+    outbox.submit("record_message", _message("t-ok", 0), key="t-ok")
+    outbox.submit("record_message", {**_message("t-bad", 0), "role": "robot"}, key="t-bad")
+    outbox.submit("record_message", _message("t-ok", 1), key="t-ok")
+    assert outbox.wait_idle(30)
+    status = outbox.status()
+    assert status["depth"] == 0 and status["dead"] == 1
+    outbox.close()
+    store = persistence.open_store(backend.url)
+    assert store.get_conversation("t-ok").message_count == 2  # type: ignore[union-attr]
+    store.close()
+
+
+def test_doctor_shows_the_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSISTENCE_OUTBOX_DIR", str(tmp_path / "queue"))
+    store = persistence.open_store(f"sqlite:///{tmp_path / 'remote.db'}")
+    assert "outbox_depth" not in store.doctor()  # nothing was ever queued for this store
+    outbox = Outbox(store, outbox_path_for(store.url, tmp_path / "queue"), start=False)
+    for i in range(3):
+        outbox.submit("record_message", _message("t-doc", i), key="t-doc")
+    report = store.doctor()
+    assert report["outbox_depth"] == 3 and report["outbox_oldest_age_s"] >= 0 and report["outbox_dead"] == 0
+    outbox.start()
+    assert outbox.wait_idle(30)
+    assert store.doctor()["outbox_depth"] == 0 and store.doctor()["outbox_last_delivery_at"]
+    outbox.close()
+    store.close()
+
+
+_KILLED_WRITER = r"""
+import sys, time, uuid
+import persistence
+from persistence.outbox import Outbox, outbox_path_for
+url, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+outbox = Outbox(lambda: persistence.open_store(url), path, batch_size=25, lease_seconds=1.0, start=False)
+for i in range(n):
+    outbox.submit("record_message", {"continuation_id": f"t-{i % 7}", "role": "user", "content": f"message {i}",
+                                     "message_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kill/{i}"))}, key=f"t-{i % 7}")
+print("queued", flush=True)
+outbox.start()
+time.sleep(600)
+"""
+
+
+def test_kill_9_mid_flush_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'remote.db'}"
+    path = tmp_path / "outbox.db"
+    n = 4000
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, url, str(path), str(n)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "queued"
+    store = persistence.open_store(url)
+
+    def delivered() -> int:
+        return int(store.usage(())["messages"].iloc[0]) if store.count_conversations() else 0
+
+    assert _wait(lambda: delivered() > 300, 60)
+    os.kill(child.pid, signal.SIGKILL)  # mid-flush: batches of 25, thousands to go
+    child.wait()
+    left = Outbox(lambda: persistence.open_store(url), path, start=False).depth()
+    assert 0 < left < n
+    restarted = Outbox(lambda: persistence.open_store(url), path)  # takes over once the dead lease expires
+    assert restarted.wait_idle(120)
+    restarted.close()
+    assert delivered() == n
+    contents = [m.content for t in range(7) for m in store.get_conversation(f"t-{t}").messages]  # type: ignore[union-attr]
+    assert sorted(contents) == sorted(f"message {i}" for i in range(n))
+    store.close()
+
+
+def test_thread_storage_reads_its_own_queued_writes(tmp_path: Path) -> None:
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    store = backend()
+    backend.down.set()  # the store object stays, but every write fails like a dropped connection
+    storage = ThreadStorage(store, outbox=True, outbox_dir=tmp_path / "queue")
+    tid = str(uuid.uuid4())
+    value = json.dumps(
+        {
+            "thread_id": tid,
+            "parent_thread_id": None,
+            "created_at": "2026-11-20T09:00:00+00:00",
+            "last_updated_at": "2026-11-20T09:00:00+00:00",
+            "tool_name": "chat",
+            "turns": [{"role": "user", "content": "queued turn", "timestamp": "2026-11-20T09:00:00+00:00"}],
+            "initial_context": {},
+        }
+    )
+    started = time.perf_counter()
+    storage.set_with_ttl(f"thread:{tid}", 3600, value)
+    assert time.perf_counter() - started < 0.5  # returned without waiting for the backend
+    assert storage.get(f"thread:{tid}") == value
+    assert storage.outbox is not None and storage.outbox.depth() == 1
+    backend.down.clear()
+    assert storage.outbox.wait_idle(30)
+    assert json.loads(storage.get(f"thread:{tid}") or "null")["turns"][0]["content"] == "queued turn"
+    storage.shutdown()
+
+
+@pytest.mark.parametrize("op", ["record_message", "not_an_op"])
+def test_unknown_operations_are_refused_at_once(tmp_path: Path, op: str) -> None:
+    outbox = Outbox(lambda: persistence.open_store(f"sqlite:///{tmp_path / 'r.db'}"), tmp_path / "o.db", start=False)
+    if op == "not_an_op":
+        with pytest.raises(persistence.ValidationError, match="op"):
+            outbox.submit(op, {})
+    else:
+        assert outbox.submit(op, _message("t", 0)) > 0
