@@ -247,11 +247,11 @@ def test_bad_values_are_refused_clearly(storage: ThreadStorage) -> None:
     tid = str(uuid.uuid4())
     with pytest.raises(ValidationError, match="value"):
         storage.set_with_ttl(key(tid), 60, "{not json")
-    with pytest.raises(ValidationError, match="value.turns"):
+    with pytest.raises(ValidationError, match=r"value\.turns"):
         storage.set_with_ttl(
             key(tid), 60, json.dumps({**context(tid, []), "turns": [{"role": "robot", "content": "x"}]})
         )
-    with pytest.raises(ValidationError, match="value.thread_id"):
+    with pytest.raises(ValidationError, match=r"value\.thread_id"):
         storage.set_with_ttl(key(tid), 60, json.dumps(context(str(uuid.uuid4()), [])))
     # A malformed usage report does not cost the turn.
     bad_usage = turn("assistant", "answer", 1, model_name="glm-4.6", model_metadata={"usage": {"input_tokens": -5}})
