@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from dotenv import dotenv_values
 from platformdirs import user_data_dir
 
-from .errors import StoreOpenError
+from .errors import StoreOpenError, ValidationError
+from .uploads import UploadRules
 
 if TYPE_CHECKING:
     from .store import Store
@@ -45,7 +46,11 @@ def default_sqlite_path(env: Mapping[str, str] | None = None) -> Path:
 def outbox_dir(env: Mapping[str, str] | None = None) -> Path:
     """Where outboxes live: ``PERSISTENCE_OUTBOX_DIR``, else beside the embedded default."""
     e = load_env(env)
-    return Path(e["PERSISTENCE_OUTBOX_DIR"]).expanduser() if e.get("PERSISTENCE_OUTBOX_DIR") else default_sqlite_path(e).parent
+    return (
+        Path(e["PERSISTENCE_OUTBOX_DIR"]).expanduser()
+        if e.get("PERSISTENCE_OUTBOX_DIR")
+        else default_sqlite_path(e).parent
+    )
 
 
 def resolve_url(url: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -123,13 +128,17 @@ def open_store(
         raise StoreOpenError(
             f"unsupported store URL {redact_url(resolved)!r}: use sqlite:///path, postgresql://… or supabase"
         )
-    for name, attr in (
-        ("PERSISTENCE_MAX_UPLOAD_BYTES", "max_upload_bytes"),
-        ("PERSISTENCE_MAX_CONTENT_BYTES", "max_content_bytes"),
-    ):
-        if e.get(name):
-            try:
-                setattr(store, attr, int(e[name]))
-            except ValueError:
-                raise StoreOpenError(f"{name} must be a number of bytes, got {e[name]!r}") from None
+    try:
+        store.upload_rules = UploadRules.from_env(e)
+    except ValidationError as exc:
+        store.close()
+        raise StoreOpenError(str(exc)) from None
+    if e.get("PERSISTENCE_MAX_CONTENT_BYTES"):
+        try:
+            store.max_content_bytes = int(e["PERSISTENCE_MAX_CONTENT_BYTES"])
+        except ValueError:
+            store.close()
+            raise StoreOpenError(
+                f"PERSISTENCE_MAX_CONTENT_BYTES must be a number of bytes, got {e['PERSISTENCE_MAX_CONTENT_BYTES']!r}"
+            ) from None
     return store

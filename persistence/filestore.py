@@ -87,7 +87,7 @@ class LocalFileStore:
             raise ValidationError("storage_path", f"{storage_path!r} is outside the file store")
         return path
 
-    def put(self, stream: BinaryIO, owner: str | None, *, max_bytes: int | None = None) -> StoredBlob:
+    def put(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
         tmp_dir = self.root / ".tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -103,8 +103,6 @@ class LocalFileStore:
                     if isinstance(chunk, str):
                         raise ValidationError("source", "stream must be opened in binary mode")
                     size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise ValidationError("source", f"larger than the limit of {max_bytes:,} bytes")
                     if len(head) < HEAD_BYTES:
                         head += chunk[: HEAD_BYTES - len(head)]
                     digest.update(chunk)

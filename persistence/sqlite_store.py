@@ -844,7 +844,7 @@ class SQLiteStore(Store):
     def _put_bytes(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.path} is read-only; nothing was written")
-        return self.files.put(stream, owner, max_bytes=self.max_upload_bytes)
+        return self.files.put(stream, owner)
 
     def _record_upload(self, **f: Any) -> StoredFile:
         created = _ts(f["created_at"])
@@ -1235,6 +1235,27 @@ class SQLiteStore(Store):
                     created,
                 ),
             )
+        else:
+            # The stored object describes its first upload (as a live write does): records
+            # arrive in thread order, not upload order, so an earlier upload takes it over.
+            db.execute(
+                """update files set filename = ?, mime_type = ?, session_id = ?, conversation_id = ?, tags = ?,
+                       description = ?, metadata = ?, created_at = ?, updated_at = ?
+                   where id = ? and created_at > ?""",
+                (
+                    f.filename,
+                    f.mime_type,
+                    f.session_id,
+                    conv_id,
+                    v.dumps(list(f.tags)),
+                    f.description,
+                    v.dumps(f.metadata),
+                    created,
+                    created,
+                    file_id,
+                    created,
+                ),
+            )
         inserted = 0
         if f.upload_id:
             inserted = db.execute(
@@ -1322,6 +1343,10 @@ class SQLiteStore(Store):
                 counts["messages"] = db.execute(
                     "select count(*) from messages where conversation_id in (select id from prune_conversations)"
                 ).fetchone()[0]
+                # files.conversation_id (the first upload's thread, as in the plan) has no foreign key.
+                db.execute(
+                    "update files set conversation_id = null where conversation_id in (select id from prune_conversations)"
+                )
                 db.execute("delete from conversations where id in (select id from prune_conversations)")
                 # Files no remaining thread uses and nobody uploaded since the cutoff.
                 doomed = db.execute(

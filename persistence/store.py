@@ -37,6 +37,7 @@ from .models import (
 )
 from .pricing import Price, PriceTable
 from .search_query import Clause, cjk_index_text, parse_query
+from .uploads import GuardedReader, UploadRefusedError, UploadRules
 from .usage import normalise_usage
 
 log = logging.getLogger("persistence")
@@ -165,7 +166,7 @@ class Store(abc.ABC):
     url: str = ""  # with any password or key removed, safe to show
 
     def __init__(self) -> None:
-        self.max_upload_bytes: int | None = None
+        self.upload_rules = UploadRules()
         self.max_content_bytes: int = v.MAX_CONTENT_BYTES
         self._prices: PriceTable | None = None
 
@@ -387,7 +388,9 @@ class Store(abc.ABC):
         Bytes are stored once per owner and sha256: a second upload of the same bytes
         stores nothing new and comes back with ``deduplicated=True``. Every upload is
         still recorded with its own filename, session and conversation. The MIME type is
-        sniffed from the bytes unless given.
+        sniffed from the bytes unless given; the upload rules (:mod:`persistence.uploads`:
+        size, allowed types sniffed from the bytes, per-session rate) refuse with
+        :class:`~persistence.uploads.UploadRefusedError` and store nothing.
         """
         if filename is None:
             name = getattr(source, "name", None) if not isinstance(source, bytes | bytearray) else None
@@ -404,9 +407,30 @@ class Store(abc.ABC):
         created = v.optional_utc(created_at, "created_at") or now()
         if mime_type is not None and (not isinstance(mime_type, str) or "/" not in mime_type or len(mime_type) > 200):
             raise ValidationError("mime_type", f"{mime_type!r} is not a MIME type like 'text/plain'")
+        rules = self.upload_rules
+        limit, limit_rule = rules.max_bytes, "max_bytes"
+        if sid and (rules.uploads_per_minute or rules.bytes_per_minute):
+            count, used = self._upload_activity(sid, now() - timedelta(minutes=1))
+            if rules.uploads_per_minute and count >= rules.uploads_per_minute:
+                raise UploadRefusedError(
+                    "uploads_per_minute",
+                    f"session {sid!r} uploaded {count} files in the last minute; the limit is "
+                    f"{rules.uploads_per_minute} (PERSISTENCE_UPLOADS_PER_MINUTE)",
+                )
+            if rules.bytes_per_minute:
+                left = rules.bytes_per_minute - used
+                if left <= 0:
+                    raise UploadRefusedError(
+                        "bytes_per_minute",
+                        f"session {sid!r} uploaded {used:,} bytes in the last minute; the limit is "
+                        f"{rules.bytes_per_minute:,} (PERSISTENCE_UPLOAD_BYTES_PER_MINUTE)",
+                    )
+                if limit is None or left < limit:
+                    limit, limit_rule = left, "bytes_per_minute"
         with open_source(source) as stream:
-            blob = self._put_bytes(stream, uid)
-        mime = mime_type or sniff_mime(blob.head, clean_name)
+            guarded = GuardedReader(stream, rules, clean_name, limit, limit_rule)
+            blob = self._put_bytes(guarded, uid)  # type: ignore[arg-type]
+        mime = mime_type or guarded.mime or sniff_mime(blob.head, clean_name)
         return self._record_upload(
             blob_sha256=blob.sha256,
             size=blob.size,
