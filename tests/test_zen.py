@@ -109,11 +109,15 @@ def test_add_turn_cycle_round_trips_and_fills_columns(storage: ThreadStorage, st
     assert store.search("leak")[0].message.id == kimi.id  # the app can search what the server wrote
 
 
+# NUL is the one character no backend stores (it becomes U+FFFD, see test_bad_input).
+TEXT = st.characters(exclude_characters="\x00")
+
+
 def _json_values() -> st.SearchStrategy[Any]:
-    scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
+    scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(TEXT, max_size=20)
     return st.recursive(
         scalars,
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(TEXT, max_size=8), inner, max_size=3),
         max_leaves=8,
     )
 
