@@ -1,4 +1,4 @@
-"""``python -m persistence``: migrate, demo, doctor, search, export, import, reprice.
+"""``python -m persistence``: migrate, demo, doctor, search, export, import, reprice, report, prune.
 
 Every command takes ``--url`` (default: the store ``open_store()`` resolves from the
 environment). Long work shows a progress bar on stderr; data goes to stdout.
@@ -107,8 +107,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         problems.append(f"integrity check: {report['quick_check']}")
     if report.get("files_missing_bytes_count"):
         problems.append(f"{report['files_missing_bytes_count']} file(s) have no bytes in the file store")
-    if report.get("outbox_last_error"):
-        problems.append(f"outbox: {report['outbox_last_error']}")
+    if report.get("outbox_depth") and report.get("outbox_oldest_age_s", 0) > 60:
+        problems.append(
+            f"outbox: {report['outbox_depth']} write(s) waiting, oldest {report['outbox_oldest_age_s']:.0f} s; "
+            f"last error: {report.get('outbox_last_error')}"
+        )
+    if report.get("outbox_dead"):
+        problems.append(f"outbox: {report['outbox_dead']} write(s) refused by the store (table outbox_dead)")
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -219,6 +224,87 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    started = time.perf_counter()
+    if args.timeout < 1:
+        raise ValidationError("--timeout", f"must be at least 1 second, got {args.timeout}")
+    # Open (and close) the store here first: a wrong URL fails fast, before a kernel starts.
+    with open_store(args.url, read_only=True) as store:
+        data = report.build(store, since=args.since, until=args.until, top=args.top)
+    if args.format == "csv":
+        out = Path(args.out or "report")
+        paths = report.write_csv(data, out)
+        for path in paths:
+            print(path)
+        print(
+            f"Wrote {len(paths)} tables for {data.period_label} to {out}/ in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+        return 0
+    out = Path(args.out or "report.html")
+    nb = report.load_notebook(
+        args.notebook or report.NOTEBOOK, url=args.url, since=args.since, until=args.until, top=args.top
+    )
+    with _progress(report.code_cells(nb), "report", " cells") as bar:
+        report.execute_notebook(nb, timeout=args.timeout, progress=bar.update)
+    page = report.export_html(nb, title=f"Cost and usage report, {data.period_label}")
+    report.write_html(page, out)
+    print(out)
+    print(
+        f"Wrote {out} ({len(page.encode()) / 1e6:.1f} MB, {len(report.CHARTS)} charts) for {data.period_label} "
+        f"in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+_AGE = re.compile(r"^(\d+)\s*([hdw])$")
+
+
+def parse_age(text: str) -> timedelta | datetime:
+    """``90d`` / ``12w`` / ``36h`` (an age), or ``2025-01-01`` / an ISO time (a cutoff)."""
+    m = _AGE.match(text.strip().lower())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        if n <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: the age must be more than 0")
+        return {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+    try:
+        cutoff = parse_when(text)
+    except argparse.ArgumentTypeError as exc:
+        if "offset" in str(exc):
+            raise
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use an age like 90d, 12w or 36h, or a date like 2025-01-01"
+        ) from None
+    if cutoff > datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future: that would delete every thread")
+    return cutoff
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        result = store.prune(older_than=args.older_than, dry_run=args.dry_run)
+    verb = "Would delete" if result.dry_run else "Deleted"
+    print(
+        f"{verb} {result.conversations:,} threads last active before {result.cutoff:%Y-%m-%d %H:%M} UTC "
+        f"with {result.messages:,} messages, and {result.files:,} files no remaining thread uses "
+        f"({result.uploads:,} uploads, {_size(result.bytes)})."
+    )
+    if result.dry_run:
+        print("Dry run: nothing was changed.", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m persistence", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -262,6 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prices", type=Path, help="a TOML price file to add first (format of data/model_prices.toml)")
     p.add_argument("--model", help="only this model")
     _period(p)
+
+    p = add("report", cmd_report, "write the cost and usage report (HTML from the notebook, or CSV tables)")
+    p.add_argument(
+        "--out", "-o", help="HTML file (default report.html), or with --format csv a folder (default report/)"
+    )
+    p.add_argument(
+        "--format", choices=("html", "csv"), default="html", help="html (default) or csv: one file per table"
+    )
+    _period(p)
+    p.add_argument("--top", type=int, default=20, help="costliest threads to list (default 20)")
+    p.add_argument(
+        "--notebook", type=Path, default=None, help="the report notebook (default notebooks/usage_report.ipynb)"
+    )
+    p.add_argument("--timeout", type=int, default=600, help="seconds one notebook cell may run (default 600)")
+
+    p = add("prune", cmd_prune, "delete threads inactive since a cutoff, and the files only they used")
+    p.add_argument(
+        "--older-than",
+        required=True,
+        type=parse_age,
+        metavar="AGE|DATE",
+        help="an age (90d, 12w, 36h) or a date (2025-01-01): threads last active before it go",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted, change nothing")
     return parser
 
 

@@ -356,6 +356,8 @@ def generate(
         if progress:
             progress(len(batch))
     if files:
+        # In time order, as a live server uploads: the first upload of some bytes stores them.
+        pending_files.sort(key=lambda upload: upload[4])
         for cid, name, mime, data, at in pending_files:
             store.put_file(data, filename=name, mime_type=mime, continuation_id=cid, tags=("demo",), created_at=at)
             n_uploads += 1

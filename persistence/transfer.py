@@ -9,19 +9,21 @@ store recomputes them from the messages, so they cannot disagree. File bytes tra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import validation as v
 from .errors import ValidationError
-from .models import Conversation, Usage
+from .models import Conversation, StoredFile, Usage
 from .search_query import cjk_index_text
 from .store import EXPORT_FORMAT, PreparedConversation, PreparedMessage, title_from
 
 __all__ = ["ParsedFile", "ParsedRecord", "conversation_record", "parse_record"]
 
 
-def conversation_record(conv: Conversation) -> dict[str, Any]:
+def conversation_record(conv: Conversation, uploads: Sequence[StoredFile] | None = None) -> dict[str, Any]:
+    """The export record of ``conv``; ``uploads`` (default ``conv.files``) are its files."""
     c = conv.to_dict()
     conversation = {
         key: c[key]
@@ -51,7 +53,7 @@ def conversation_record(conv: Conversation) -> dict[str, Any]:
             d.pop(key)
         messages.append(d)
     files = []
-    for f in conv.files:
+    for f in conv.files if uploads is None else uploads:
         d = f.to_dict()
         d.pop("deduplicated")
         d.pop("continuation_id")
