@@ -1,0 +1,201 @@
+"""Overview: the period's totals against the period before, 30 days of cost, and what needs attention."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from ui import data, fmt, nav, widgets
+from ui.nav import PAGES
+from ui.safe import escape_markdown, inline_code
+
+OUTBOX_BEHIND_S = 60  # an outbox whose oldest item waits longer than this is behind
+
+nav.require_app()
+url = data.store_url()
+store = data.get_store()
+
+head, pick = st.columns([3, 1], vertical_alignment="bottom")
+with pick:
+    period = widgets.period_picker()
+d = data.overview(url, period.since, period.until, period.prev_since, period.prev_until, data.today())
+with head:
+    st.title("Overview")
+    st.caption(
+        f"{escape_markdown(period.describe())} · {widgets.store_caption(store)} · "
+        f"last activity {escape_markdown(fmt.ago(d.last_activity))}"
+    )
+
+# -- what needs attention ----------------------------------------------------------------
+
+cur, prev = d.current, d.previous
+if cur.unpriced_messages:
+    missing = d.by_model[d.by_model["unpriced_messages"] > 0]
+    names = ", ".join(inline_code(m or "(no model)") for m in missing["model"])
+    st.warning(
+        f"**{cur.unpriced_messages:,} messages have no price**, so the cost shown leaves them out. "
+        f"Models without a price: {names}. Add their prices, then run `python -m persistence reprice`.",
+        icon=":material/money_off:",
+    )
+
+health = data.health()
+if health is None:
+    st.caption(":material/hourglass_top: Checking the store's health…")
+else:
+    if health.error:
+        st.warning(
+            f"The health check failed: {escape_markdown(data.scrub(health.error, url))}", icon=":material/warning:"
+        )
+    if health.outbox_depth:
+        age = health.outbox_oldest_age_s or 0.0
+        if age > OUTBOX_BEHIND_S or health.outbox_last_error:
+            text = (
+                f"**The write outbox is behind:** {health.outbox_depth:,} writes waiting, "
+                f"the oldest for {fmt.duration(age * 1000)}."
+            )
+            if health.outbox_last_error:
+                text += f" Last error: {escape_markdown(data.scrub(health.outbox_last_error, url))}"
+            st.warning(text, icon=":material/schedule_send:")
+    elif health.outbox_last_error:
+        st.warning(
+            f"The write outbox reported an error: {escape_markdown(data.scrub(health.outbox_last_error, url))}",
+            icon=":material/schedule_send:",
+        )
+    if health.integrity and health.integrity != "ok":
+        st.error(f"The database integrity check failed: {escape_markdown(health.integrity)}", icon=":material/error:")
+    if health.files_missing_bytes:
+        st.warning(
+            f"{health.files_missing_bytes:,} stored files have no bytes in the file store "
+            "(`python -m persistence doctor` lists them).",
+            icon=":material/broken_image:",
+        )
+
+# -- totals ------------------------------------------------------------------------------
+
+
+def delta(current: float, previous: float | None) -> str | None:
+    return fmt.change(current, previous)
+
+
+p = prev
+cols = st.columns(5)
+cols[0].metric(
+    "Active threads",
+    fmt.number(cur.threads),
+    delta(cur.threads, p.threads if p else None),
+    delta_color="off",
+    delta_description=period.compare_label,
+    help="Threads with any activity in the period",
+    border=True,
+)
+cols[1].metric(
+    "Messages",
+    fmt.number(cur.messages),
+    delta(cur.messages, p.messages if p else None),
+    delta_color="off",
+    delta_description=period.compare_label,
+    border=True,
+)
+cols[2].metric(
+    "Tokens",
+    fmt.tokens(cur.tokens),
+    delta(cur.tokens, p.tokens if p else None),
+    delta_color="off",
+    delta_description=period.compare_label,
+    help=f"{cur.tokens:,} tokens: input, cached input, cache writes, output and reasoning",
+    border=True,
+)
+cols[3].metric(
+    "Cost",
+    fmt.cost(cur.cost_usd),
+    delta(cur.cost_usd, p.cost_usd if p else None),
+    delta_color="off",
+    delta_description=period.compare_label,
+    help=f"${cur.cost_usd:,.6f} USD at the price in force when each message was written"
+    + (f"; {cur.unpriced_messages:,} unpriced messages are not included" if cur.unpriced_messages else ""),
+    border=True,
+)
+all_stored = d.stored_total.iloc[0] if len(d.stored_total) else None
+cols[4].metric(
+    "Stored",
+    fmt.bytes_(cur.stored_bytes),
+    delta(cur.stored_bytes, p.stored_bytes if p else None),
+    delta_color="off",
+    delta_description=period.compare_label,
+    help=(
+        f"New bytes stored in the period, after dedup ({cur.uploads:,} uploads of {fmt.bytes_(cur.uploaded_bytes)}). "
+        + (
+            f"All time: {fmt.bytes_(int(all_stored['bytes']))} in {int(all_stored['files']):,} files."
+            if all_stored is not None
+            else ""
+        )
+    ),
+    border=True,
+)
+
+if cur.messages == 0 and cur.threads == 0:
+    st.info(
+        f"Nothing happened in this period. The last activity was {escape_markdown(fmt.ago(d.last_activity))}: "
+        "choose a longer period above.",
+        icon=":material/event_busy:",
+    )
+
+# -- cost over 30 days, models, recent threads ------------------------------------------------
+
+left, right = st.columns([3, 2])
+with left:
+    total30 = float(d.daily["cost_usd"].sum())
+    st.subheader("Cost per day")
+    st.caption(
+        f"The 30 days to {d.daily['day'].iloc[-1]:%Y-%m-%d}: {fmt.cost(total30)}, "
+        f"{int(d.daily['messages'].sum()):,} messages"
+    )
+    spark = go.Figure(
+        go.Scatter(
+            x=d.daily["day"],
+            y=d.daily["cost_usd"],
+            mode="lines",
+            fill="tozeroy",
+            line={"width": 2, "color": "#4C78A8"},
+            hovertemplate="%{x|%Y-%m-%d}: $%{y:.4f}<extra></extra>",
+            name="cost",
+        )
+    )
+    spark.update_yaxes(tickprefix="$", rangemode="tozero")
+    widgets.plot(spark, key="overview_cost_30d", height=220)
+
+with right:
+    st.subheader("Cost by model")
+    top = d.by_model.head(8).iloc[::-1]
+    if len(top):
+        colors = widgets.color_map(d.by_model["model"])
+        bars = go.Figure(
+            go.Bar(
+                x=top["cost_usd"],
+                y=[m or widgets.NONE_LABEL for m in top["model"]],
+                orientation="h",
+                marker_color=[colors[m or widgets.NONE_LABEL] for m in top["model"]],
+                hovertemplate="%{y}: $%{x:.4f}<extra></extra>",
+                name="cost",
+            )
+        )
+        bars.update_xaxes(tickprefix="$")
+        widgets.plot(bars, key="overview_models", height=260, hovermode="closest")
+        st.page_link(PAGES["usage"].path, label="Usage & cost by day", icon=":material/arrow_forward:")
+    else:
+        st.caption("No model calls in this period.")
+
+st.subheader("Recent threads")
+if d.recent:
+    for conv in d.recent:
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            widgets.thread_link(conv)
+            st.caption(
+                escape_markdown(
+                    f"{fmt.ago(conv.updated_at)} · {conv.tool_name or 'no tool'} · {conv.model or 'no model'} · "
+                    f"{conv.message_count} messages · {fmt.thread_cost(conv.cost_usd, conv.unpriced_messages)}"
+                )
+            )
+    st.page_link(PAGES["threads"].path, label="All threads", icon=":material/arrow_forward:")
+else:
+    st.caption("No thread was active in this period.")

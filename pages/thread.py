@@ -1,0 +1,190 @@
+"""Thread: the conversation as a chat, newest turns first loaded, with its files, relatives and exports.
+
+Deep links: ``?thread=<continuation_id>`` opens a thread, ``&seq=<n>`` marks that message (and
+loads back far enough to show it).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import data, export, fmt, nav, widgets
+from ui.nav import PAGES
+from ui.queries import THREAD_PAGE
+from ui.safe import escape_markdown, inline_code
+
+nav.require_app()
+url = data.store_url()
+store = data.get_store()
+
+cid = (st.query_params.get("thread") or "").strip()
+try:
+    target = int(st.query_params.get("seq", "")) if st.query_params.get("seq") else None
+except ValueError:
+    target = None
+
+if not cid:
+    st.title("Thread")
+    st.write("Open a thread from **Threads** or **Search**, or paste its continuation id.")
+    entered = st.text_input("Continuation id", key="thread_id_input", placeholder="e.g. 3f0c…")
+    if entered.strip():
+        st.query_params["thread"] = entered.strip()
+        st.rerun()
+    recent = data.list_threads(url, limit=10)
+    if recent.items:
+        st.subheader("Recent threads")
+        for conv in recent.items:
+            widgets.thread_link(conv)
+    st.stop()
+
+try:
+    conv = data.thread(url, cid)
+except Exception as exc:  # e.g. an id the store refuses: say so instead of a traceback
+    conv = None
+    st.caption(escape_markdown(data.scrub(str(exc), url)))
+if conv is None:
+    st.title("Thread not found")
+    st.warning(f"No thread has the continuation id {inline_code(cid)}.", icon=":material/search_off:")
+    st.page_link(PAGES["threads"].path, label="All threads", icon=":material/arrow_back:")
+    st.stop()
+
+# -- header ------------------------------------------------------------------------------
+
+st.title(escape_markdown(widgets.thread_title(conv)))
+meta = [
+    inline_code(conv.continuation_id),
+    escape_markdown(conv.tool_name or "no tool"),
+    escape_markdown(conv.model or "no model"),
+    f"started {escape_markdown(fmt.when(conv.created_at))}",
+    f"last activity {escape_markdown(fmt.when(conv.updated_at))} ({escape_markdown(fmt.ago(conv.updated_at))})",
+]
+if conv.status != "active":
+    meta.append(escape_markdown(conv.status))
+if conv.session_id:
+    meta.append(f"session {inline_code(conv.session_id)}")
+st.caption(" · ".join(meta))
+if conv.tags:
+    with st.container(horizontal=True, gap="small"):
+        for tag in conv.tags:
+            st.badge(escape_markdown(tag), icon=":material/sell:", color="gray")
+
+u = conv.usage
+cols = st.columns([1, 1, 1, 2], vertical_alignment="center")
+cols[0].metric("Messages", f"{conv.message_count:,}", border=True)
+cols[1].metric(
+    "Tokens",
+    fmt.tokens(conv.total_tokens),
+    help=(
+        f"input {u.input_tokens:,} · cached input {u.cached_input_tokens:,} · cache write "
+        f"{u.cache_write_tokens:,} · output {u.output_tokens:,} · reasoning {u.reasoning_tokens:,}"
+    ),
+    border=True,
+)
+cols[2].metric(
+    "Cost",
+    fmt.thread_cost(conv.cost_usd, conv.unpriced_messages),
+    help=f"${conv.cost_usd:.6f} USD"
+    + (f"; {conv.unpriced_messages} messages have no price" if conv.unpriced_messages else ""),
+    border=True,
+)
+with cols[3]:
+    st.caption("Export the whole thread")
+    with st.container(horizontal=True, gap="small"):
+        st.download_button(
+            "JSON",
+            data=lambda: export.thread_json(store.get_conversation(cid)),
+            file_name=f"thread-{cid}.json",
+            mime="application/json",
+            icon=":material/data_object:",
+            on_click="ignore",
+            help="The record `python -m persistence import` reads",
+        )
+        st.download_button(
+            "Markdown",
+            data=lambda: export.thread_markdown(store.get_conversation(cid)),
+            file_name=f"thread-{cid}.md",
+            mime="text/markdown",
+            icon=":material/description:",
+            on_click="ignore",
+        )
+
+# -- related threads and files -------------------------------------------------------------
+
+parent, children, more_children = data.related_threads(url, cid, conv.parent_id)
+if conv.parent_id or children:
+    with st.container(border=True):
+        if conv.parent_id:
+            if parent is not None:
+                st.caption("Continues")
+                widgets.thread_link(parent)
+            else:
+                st.caption(f"Continues {inline_code(conv.parent_id)}, which is not in this store.")
+        if children:
+            st.caption(f"Continued in {len(children)}{'+' if more_children else ''} thread(s)")
+            for child in children:
+                widgets.thread_link(child)
+
+if conv.files:
+    with st.expander(f"Files ({len(conv.files)})", icon=":material/attach_file:"):
+        for f in conv.files:
+            row = st.columns([4, 2, 2, 2], vertical_alignment="center")
+            row[0].markdown(f":material/description: {escape_markdown(f.filename)}")
+            row[1].caption(escape_markdown(f.mime_type))
+            row[2].caption(f"{fmt.bytes_(f.size)} · {escape_markdown(fmt.when(f.created_at))}")
+            with row[3]:
+                st.download_button(
+                    "Download",
+                    data=lambda fid=f.id: store.open_file(fid).read(),
+                    file_name=f.filename,
+                    mime=f.mime_type,
+                    key=f"thread_file_{f.upload_id or f.id}",
+                    icon=":material/download:",
+                    on_click="ignore",
+                )
+
+# -- messages ----------------------------------------------------------------------------
+
+older_key = f"thread_older_pages::{cid}"
+pages_wanted = int(st.session_state.get(older_key, 0))
+messages = list(conv.messages)
+pages_loaded = 0
+# Older pages: those asked for with "Load older", and as many as a deep link to a message needs.
+while (
+    messages
+    and len(messages) < conv.message_count
+    and (pages_loaded < pages_wanted or (target is not None and messages[0].seq > target))
+):
+    batch = data.older_messages(url, cid, messages[0].seq, THREAD_PAGE)
+    if not batch:
+        break
+    messages = batch + messages
+    pages_loaded += 1
+
+if target is not None and not any(m.seq == target for m in messages):
+    st.warning(f"Message #{target} is not in this thread.", icon=":material/search_off:")
+
+if not messages:
+    st.info("This thread has no messages yet.", icon=":material/chat_bubble_outline:")
+else:
+    remaining = conv.message_count - len(messages)
+    if remaining > 0:
+
+        def load_older() -> None:
+            st.session_state[older_key] = pages_loaded + 1
+
+        st.button(
+            f"Load older ({remaining:,} more)",
+            icon=":material/expand_less:",
+            on_click=load_older,
+            key="thread_load_older",
+        )
+    st.caption(f"Messages #{messages[0].seq}–#{messages[-1].seq} of {conv.message_count:,}, oldest first")
+    for m in messages:
+        widgets.message(m, target=m.seq == target)
+    if target is not None and any(m.seq == target for m in messages):
+        # Our own constant script (the seq is an int): scroll the linked message into view.
+        st.html(
+            f"<script>setTimeout(() => document.querySelector('.st-key-msg-{int(target)}')"
+            "?.scrollIntoView({block: 'center'}), 300)</script>",
+            unsafe_allow_javascript=True,
+        )

@@ -1,0 +1,138 @@
+"""The Thread page: the chat, newest first with "load older", deep links, safety, files, exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from app_seed import (
+    CHILD_THREAD,
+    CJK_QUESTION,
+    CJK_REPLY,
+    LONG_THREAD,
+    LONG_TURNS,
+    XSS_PAYLOADS,
+    XSS_THREAD,
+    XSS_TITLE,
+    app_store,
+    app_url,
+    open_page,
+    seeded_folder,
+    texts,
+)
+
+import persistence
+from ui.export import thread_json, thread_markdown
+from ui.safe import escape_markdown, safe_markdown
+
+__all__ = ["app_store", "app_url", "seeded_folder"]
+pytestmark = pytest.mark.usefixtures("app_url")
+
+
+def bodies(at) -> list[str]:  # type: ignore[no-untyped-def]
+    """The message bodies drawn, in order."""
+    return [md.value for msg in at.chat_message for md in msg.markdown if not md.value.startswith(":orange-badge[")]
+
+
+def seqs(at) -> list[int]:  # type: ignore[no-untyped-def]
+    return [int(c.value.split(" ")[0].lstrip("\\#")) for msg in at.chat_message for c in msg.caption[:1]]
+
+
+def test_newest_page_first_then_load_older(app_store: persistence.Store) -> None:
+    at = open_page("thread", thread=LONG_THREAD)
+    assert not at.exception
+    assert at.title[0].value == "A long debugging session"
+    assert seqs(at) == list(range(LONG_TURNS - 29, LONG_TURNS + 1))
+    assert bodies(at)[-1] == f"Turn number {LONG_TURNS} of the long thread."
+    at.button(key="thread_load_older").click().run()
+    assert seqs(at) == list(range(LONG_TURNS - 59, LONG_TURNS + 1))
+    at.button(key="thread_load_older").click().run()
+    assert seqs(at) == list(range(1, LONG_TURNS + 1))
+    assert not [b for b in at.button if b.key == "thread_load_older"]
+
+
+def test_a_deep_link_loads_back_to_the_message_and_marks_it() -> None:
+    at = open_page("thread", thread=LONG_THREAD, seq="10")
+    assert not at.exception
+    assert seqs(at)[0] <= 10 and seqs(at)[-1] == LONG_TURNS
+    marked = [msg for msg in at.chat_message if any("Linked message" in md.value for md in msg.markdown)]
+    assert len(marked) == 1 and marked[0].markdown[-1].value == "Turn number 10 of the long thread."
+
+
+def test_per_message_model_tokens_cost_and_duration(app_store: persistence.Store) -> None:
+    at = open_page("thread", thread=XSS_THREAD)
+    reply = app_store.get_conversation(XSS_THREAD).messages[1]
+    meta = at.chat_message[1].caption[0].value.replace("\\", "")
+    assert "kimi-k2-0905-preview" in meta and "in 1,000" in meta and "cached 200" in meta and "out 300" in meta
+    assert f"${reply.cost_usd:.2g}" in meta and "2.3 s" in meta
+
+
+def test_hostile_content_is_drawn_inert() -> None:
+    at = open_page("thread", thread=XSS_THREAD)
+    assert not at.exception
+    assert at.title[0].value == escape_markdown(XSS_TITLE)
+    user_body = bodies(at)[0]
+    assert user_body == safe_markdown(XSS_PAYLOADS)
+    assert "](javascript:" not in user_body and "](data:" not in user_body and "![" not in user_body
+    assert "\\<javascript:" in user_body  # the autolink shows as text
+    # Raw HTML is passed to st.markdown with HTML disabled (Streamlit shows it as text).
+    assert all(not md.proto.allow_html for msg in at.chat_message for md in msg.markdown)
+
+
+def test_chinese_text_round_trips() -> None:
+    at = open_page("thread", thread="thread-cjk")
+    assert bodies(at) == [CJK_QUESTION, CJK_REPLY]
+    assert at.title[0].value == escape_markdown(CJK_QUESTION)
+
+
+def test_files_parent_and_children_are_linked() -> None:
+    at = open_page("thread", thread=XSS_THREAD)
+    assert at.expander[0].label.startswith("Files (1)")
+    assert "pool\\-config\\.yaml" in texts(at)
+    assert any(b.proto.label == "Download" for b in at.download_button)
+
+    at = open_page("thread", thread=LONG_THREAD)
+    links = [p.proto for p in at.get("page_link")]
+    assert any(p.query_string == f"thread={CHILD_THREAD}" for p in links)
+    at = open_page("thread", thread=CHILD_THREAD)
+    links = [p.proto for p in at.get("page_link")]
+    assert any(p.query_string == f"thread={LONG_THREAD}" for p in links)
+
+
+def test_exports_are_offered(app_store: persistence.Store) -> None:
+    at = open_page("thread", thread=XSS_THREAD)
+    labels = {b.proto.label for b in at.download_button}
+    assert {"JSON", "Markdown"} <= labels
+
+
+def test_json_export_imports_back_unchanged(app_store: persistence.Store, tmp_path: Path) -> None:
+    conv = app_store.get_conversation(LONG_THREAD)
+    record = json.loads(thread_json(conv))
+    target = persistence.open_store(f"sqlite:///{tmp_path / 'copy.db'}")
+    target.import_records([record])
+    copy = target.get_conversation(LONG_THREAD)
+    assert [m.content for m in copy.messages] == [m.content for m in conv.messages]
+    assert copy.cost_usd == conv.cost_usd
+    target.close()
+
+
+def test_markdown_export_has_every_turn(app_store: persistence.Store) -> None:
+    conv = app_store.get_conversation(XSS_THREAD)
+    text = thread_markdown(conv)
+    assert text.startswith("# <b>Bold</b>")
+    assert "## 1. user" in text and "## 2. assistant · kimi-k2-0905-preview" in text
+    assert XSS_PAYLOADS in text and "pool-config.yaml" in text
+
+
+def test_an_unknown_thread_says_so() -> None:
+    at = open_page("thread", thread="no-such-thread")
+    assert not at.exception
+    assert at.title[0].value == "Thread not found"
+
+
+def test_without_a_thread_it_offers_recent_ones() -> None:
+    at = open_page("thread")
+    assert not at.exception
+    assert at.text_input(key="thread_id_input")
+    assert any("thread=" in p.proto.query_string for p in at.get("page_link"))

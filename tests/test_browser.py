@@ -1,0 +1,287 @@
+"""The app in a real browser: `streamlit run app.py` on a seeded store, driven with headless Chromium.
+
+Visits every page (a screenshot each, in $TEST_ARTIFACTS or test-artifacts/), runs a search and
+follows a hit to its message, downloads the usage CSV and checks it against ``store.usage()``,
+and checks that hostile message content stays inert: no alert fires, no injected element exists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from app_seed import XSS_THREAD, seeded_url
+from conftest import IN_CI
+
+import persistence
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGES = {
+    "overview": "",
+    "threads": "threads",
+    "thread": "thread",
+    "search": "search",
+    "usage": "usage",
+    "storage": "storage",
+    "files": "files",
+}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not IN_CI, reason="needs Debian's chromium (apt-get install chromium)"
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    folder = Path(os.environ.get("TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(base URL, store URL) of a `streamlit run app.py` on a freshly seeded store."""
+    folder = tmp_path_factory.mktemp("browser-store")
+    url = seeded_url(folder)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PERSISTENCE_", "SUPABASE_"))}
+    env.update(PERSISTENCE_URL=url, PERSISTENCE_HOME=str(folder / "home"))
+    log = (folder / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"streamlit did not start: {(folder / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield base, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+class Tab:
+    """A page in the browser that records every alert and script error it sees."""
+
+    def __init__(self, browser: object) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", self._dialog)
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def _dialog(self, dialog: object) -> None:
+        self.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.dismiss()  # type: ignore[attr-defined]
+
+    def settle(self, timeout: float = 30_000) -> None:
+        """Wait until the app has finished running the page and drawn its title."""
+        self.page.wait_for_selector("[data-testid=stMainBlockContainer] h1", timeout=timeout)
+        self.page.wait_for_function(
+            "() => !document.querySelector('[data-testid=stStatusWidget]')"
+            " && !document.querySelector('[data-testid=stSkeleton]')",
+            timeout=timeout,
+        )
+        self.page.wait_for_timeout(400)  # let charts and late elements draw
+
+    def goto(self, url: str) -> None:
+        self.page.goto(url)
+        self.settle()
+
+    def assert_no_error(self, where: str) -> None:
+        problems = self.page.eval_on_selector_all(
+            "[data-testid=stException], [data-testid=stAlertContentError]", "els => els.map(e => e.innerText)"
+        )
+        assert not problems, f"{where}: error shown on the page: {problems}"
+        assert not self.errors, f"{where}: script errors: {self.errors}"
+        assert not self.dialogs, f"{where}: a dialog opened: {self.dialogs}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def tab(browser: object) -> Iterator[Tab]:
+    t = Tab(browser)
+    yield t
+    t.close()
+
+
+def test_a_deep_link_first_then_every_page(server: tuple[str, str], tab: Tab, artifacts: Path) -> None:
+    base, _ = server
+    # The very first request to the fresh server is a deep link: it must get the app's navigation.
+    tab.goto(f"{base}/thread?thread={XSS_THREAD}")
+    nav = tab.page.eval_on_selector_all(
+        "[data-testid=stSidebarNav] a", "els => els.map(e => e.innerText.trim().split('\\n').pop())"
+    )
+    assert nav == ["Overview", "Threads", "Thread", "Search", "Usage & cost", "Storage", "Files"]
+    tab.assert_no_error("deep link")
+
+    for name, path in PAGES.items():
+        query = f"?thread={XSS_THREAD}" if name == "thread" else "?period=all"
+        started = time.perf_counter()
+        tab.goto(f"{base}/{path}{query}")
+        elapsed = time.perf_counter() - started
+        tab.page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+        tab.assert_no_error(name)
+        heading = tab.page.inner_text("[data-testid=stMainBlockContainer] h1")
+        assert heading.strip(), name
+        print(f"{name:<10} rendered in {elapsed:.2f} s")
+
+
+def test_hostile_content_stays_inert(server: tuple[str, str], tab: Tab, artifacts: Path) -> None:
+    base, _ = server
+    tab.goto(f"{base}/thread?thread={XSS_THREAD}")
+    main = tab.page.locator("[data-testid=stMain]")
+    text = main.inner_text()
+    # The payloads are shown as the text they are ...
+    assert "<script>alert('xss-script')</script>" in text
+    assert "<img src=x onerror=alert('xss-img')>" in text
+    assert "[click me](javascript:alert('xss-link'))" in text
+    # ... and nothing of them exists as an element.
+    injected = tab.page.evaluate(
+        """() => ({
+            scripts: [...document.querySelectorAll('[data-testid=stMain] script')].filter(s => s.textContent.includes('xss')).length,
+            onerror: document.querySelectorAll('[onerror]').length,
+            badLinks: [...document.querySelectorAll('a')].map(a => a.getAttribute('href') || '')
+                .filter(h => /^\\s*(javascript|data|vbscript):/i.test(h)).length,
+            images: document.querySelectorAll('[data-testid=stChatMessage] img').length,
+            bold: [...document.querySelectorAll('h1 b, h1 strong, h1 em')].length,
+        })"""
+    )
+    assert injected == {"scripts": 0, "onerror": 0, "badLinks": 0, "images": 0, "bold": 0}, injected
+    # Clicking every link in the messages opens nothing that runs.
+    links = main.locator("[data-testid=stChatMessage] a")
+    for i in range(links.count()):
+        href = links.nth(i).get_attribute("href") or ""
+        if href.startswith("http"):
+            continue  # a real link would leave the test machine
+        links.nth(i).click()
+    tab.page.wait_for_timeout(500)
+    tab.page.screenshot(path=str(artifacts / "thread-hostile-content.png"), full_page=True)
+    assert tab.dialogs == []
+    tab.assert_no_error("hostile thread")
+
+
+def test_search_then_open_the_hit_in_its_thread(server: tuple[str, str], tab: Tab, artifacts: Path) -> None:
+    base, _ = server
+    tab.goto(f"{base}/search?period=all")
+    box = tab.page.get_by_label("Search messages", exact=True).and_(tab.page.locator("input"))
+    box.fill("zebracorn")
+    box.press("Enter")
+    hit = tab.page.locator("[data-testid=stPageLink] a", has_text="· #2")
+    hit.wait_for(timeout=30_000)
+    assert tab.page.locator("mark", has_text="zebracorn").count() == 1
+    tab.page.screenshot(path=str(artifacts / "search-hit.png"), full_page=True)
+    hit.click()
+    tab.page.wait_for_url("**/thread?*", timeout=30_000)
+    tab.settle()
+    assert f"thread={XSS_THREAD}" in tab.page.url and "seq=2" in tab.page.url
+    marked = tab.page.locator(".st-key-msg-2")
+    assert "Linked message" in marked.inner_text() and "zebracorn" in marked.inner_text()
+    tab.page.screenshot(path=str(artifacts / "thread-from-hit.png"), full_page=True)
+    tab.assert_no_error("thread from a hit")
+
+
+def test_usage_csv_is_what_the_store_says(server: tuple[str, str], tab: Tab, artifacts: Path) -> None:
+    base, url = server
+    tab.goto(f"{base}/usage?period=all")
+    with tab.page.expect_download(timeout=30_000) as info:
+        tab.page.get_by_role("button", name="Download CSV").click()
+    path = artifacts / "usage.csv"
+    info.value.save_as(str(path))
+    shown = pd.read_csv(path, keep_default_na=False)
+    store = persistence.open_store(url, read_only=True)
+    try:
+        expected = store.usage(("day", "model"))
+    finally:
+        store.close()
+    assert len(shown) == len(expected)
+    assert list(shown["day"]) == [d.strftime("%Y-%m-%d") for d in expected["day"]]
+    assert list(shown["model"]) == [m or "(no model)" for m in expected["model"]]
+    for column in ("messages", "input_tokens", "output_tokens", "total_tokens", "unpriced_messages"):
+        assert list(shown[column]) == list(expected[column]), column
+    assert shown["cost_usd"].sum() == pytest.approx(expected["cost_usd"].sum())
+    tab.assert_no_error("usage")
+
+
+def test_the_period_follows_from_page_to_page(server: tuple[str, str], tab: Tab) -> None:
+    base, _ = server
+    tab.goto(f"{base}/threads?period=all")
+    tab.page.locator("[data-testid=stSidebarNav] a", has_text="Usage & cost").click()
+    tab.page.wait_for_url("**/usage*", timeout=30_000)
+    tab.settle()
+    assert "period=all" in tab.page.url
+    assert tab.page.locator("[data-testid=stSelectbox] input[aria-label=Period]").input_value() == "All time"
+    tab.assert_no_error("period")

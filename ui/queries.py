@@ -1,0 +1,316 @@
+"""What each page reads, as plain functions of a store: every read goes through ``persistence``.
+
+Pages call these through :mod:`ui.data` (cached); the benchmark calls them directly (uncached),
+so it times exactly what a page waits for. Results are plain, picklable values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pandas as pd
+
+from persistence import Conversation, Message, Page, SearchHit, Store, StoredFile
+
+__all__ = [
+    "THREAD_PAGE",
+    "Health",
+    "OverviewData",
+    "StorageData",
+    "Totals",
+    "UsageData",
+    "choices",
+    "count_threads",
+    "facets",
+    "file_conversations",
+    "health",
+    "list_files",
+    "list_threads",
+    "mime_types",
+    "older_messages",
+    "open_ended",
+    "overview",
+    "related_threads",
+    "search",
+    "storage",
+    "thread",
+    "usage",
+]
+
+THREAD_PAGE = 30  # messages per "page" of a thread: the newest 30, then 30 older per click
+STACK_KEYS = {"model": "Model", "provider": "Provider", "tool_name": "Tool"}
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    threads: int
+    messages: int
+    tokens: int
+    cost_usd: float
+    unpriced_messages: int
+    stored_bytes: int
+    files: int
+    uploaded_bytes: int
+    uploads: int
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewData:
+    current: Totals
+    previous: Totals | None
+    stored_total: pd.DataFrame  # one row: all-time files, bytes, uploads, logical_bytes
+    daily: pd.DataFrame  # day, cost_usd, messages, total_tokens for the 30 days of the sparkline
+    by_model: pd.DataFrame  # the period's usage by model, costliest first
+    recent: tuple[Conversation, ...]
+    last_activity: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageData:
+    by_day: pd.DataFrame  # day, <stack key>, usage columns
+    by_model: pd.DataFrame  # model, provider, usage columns; costliest first
+    top_threads: tuple[Conversation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StorageData:
+    totals: pd.DataFrame  # one row: files, bytes, uploads, logical_bytes
+    by_day: pd.DataFrame  # day, files, bytes, uploads, logical_bytes
+    by_type: pd.DataFrame  # mime_type, ...; largest first
+    largest: tuple[StoredFile, ...]  # distinct stored objects, largest first
+    unused: tuple[StoredFile, ...]
+    more_unused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the Overview warns about. ``outbox_*`` are filled by stores with a write-behind outbox."""
+
+    checked_at: datetime
+    outbox_depth: int | None = None
+    outbox_oldest_age_s: float | None = None
+    outbox_last_error: str | None = None
+    integrity: str | None = None
+    files_missing_bytes: int = 0
+    read_only: bool = False
+    error: str | None = None
+
+
+def open_ended(until: datetime | None) -> datetime | None:
+    """``until`` for thread listings and counts: None when it lies in the future. A period that
+    ends today includes every thread created so far, and without the bound the store can answer
+    from its index on last activity alone (several times faster on a large store)."""
+    return None if until is not None and until > datetime.now(UTC) else until
+
+
+def _row(df: pd.DataFrame) -> dict[str, Any]:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in df.iloc[0].to_dict().items()} if len(df) else {}
+
+
+def totals(store: Store, since: datetime | None, until: datetime | None) -> Totals:
+    u = _row(store.usage((), since=since, until=until))
+    s = _row(store.storage_usage((), since=since, until=until))
+    return Totals(
+        threads=store.count_conversations(since=since, until=open_ended(until)),
+        messages=int(u.get("messages", 0)),
+        tokens=int(u.get("total_tokens", 0)),
+        cost_usd=float(u.get("cost_usd", 0.0)),
+        unpriced_messages=int(u.get("unpriced_messages", 0)),
+        stored_bytes=int(s.get("bytes", 0)),
+        files=int(s.get("files", 0)),
+        uploaded_bytes=int(s.get("logical_bytes", 0)),
+        uploads=int(s.get("uploads", 0)),
+    )
+
+
+def _days(first: date, last: date) -> pd.DatetimeIndex:
+    return pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")
+
+
+def overview(
+    store: Store,
+    since: datetime | None,
+    until: datetime | None,
+    prev_since: datetime | None,
+    prev_until: datetime | None,
+    today: date,
+) -> OverviewData:
+    current = totals(store, since, until)
+    previous = totals(store, prev_since, prev_until) if prev_since is not None else None
+    # The sparkline: the 30 days ending with the period (or today), zeros where nothing happened.
+    last = (until - timedelta(days=1)).date() if until else today
+    first = last - timedelta(days=29)
+    start = datetime.combine(first, time(), tzinfo=UTC)
+    end = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
+    raw = store.usage(("day",), since=start, until=end).set_index("day")
+    daily = (
+        raw.reindex(_days(first, last), fill_value=0)[["cost_usd", "messages", "total_tokens"]]
+        .rename_axis("day")
+        .reset_index()
+    )
+    by_model = store.usage(("model",), since=since, until=until)
+    by_model = by_model[by_model["messages"] > 0].sort_values(["cost_usd", "messages"], ascending=False)
+    recent = store.list_conversations(since=since, until=open_ended(until), limit=6).items
+    newest = recent[:1] or store.list_conversations(limit=1).items
+    return OverviewData(
+        current=current,
+        previous=previous,
+        stored_total=store.storage_usage(()),
+        daily=daily,
+        by_model=by_model.reset_index(drop=True),
+        recent=recent,
+        last_activity=newest[0].updated_at if newest else None,
+    )
+
+
+def is_empty(store: Store) -> bool:
+    return store.count_conversations() == 0 and len(store.list_files(limit=1)) == 0
+
+
+def facets(store: Store) -> dict[str, list[str]]:
+    return store.facets()
+
+
+def _bounded(filters: dict[str, Any]) -> dict[str, Any]:
+    return {**filters, "until": open_ended(filters["until"])} if "until" in filters else filters
+
+
+def list_threads(
+    store: Store, *, order: str = "recent", cursor: str | None = None, limit: int = 50, **filters: Any
+) -> Page[Conversation]:
+    return store.list_conversations(order=order, cursor=cursor, limit=limit, **_bounded(filters))
+
+
+def count_threads(store: Store, **filters: Any) -> int:
+    return store.count_conversations(**_bounded(filters))
+
+
+def choices(store: Store) -> dict[str, list[str]]:
+    """Models, providers and tools in use, for filter choices: from the daily rollup, which is
+    much cheaper than :meth:`Store.facets` (that also collects every thread's tags)."""
+    out: dict[str, list[str]] = {}
+    for key, name in (("model", "models"), ("provider", "providers"), ("tool_name", "tools")):
+        df = store.usage((key,))
+        out[name] = sorted(str(v) for v in df[key].dropna())
+    return out
+
+
+def thread(store: Store, continuation_id: str, last: int = THREAD_PAGE) -> Conversation | None:
+    return store.get_conversation(continuation_id, last=last)
+
+
+def older_messages(store: Store, continuation_id: str, before_seq: int, limit: int = THREAD_PAGE) -> list[Message]:
+    return store.get_messages(continuation_id, before_seq=before_seq, limit=limit)
+
+
+def related_threads(
+    store: Store, continuation_id: str, parent_id: str | None
+) -> tuple[Conversation | None, tuple[Conversation, ...], bool]:
+    """(parent, children, more children than shown) of a thread."""
+    parent = store.get_conversation(parent_id, last=0) if parent_id else None
+    children = store.list_conversations(parent_id=continuation_id, order="created", limit=20)
+    return parent, children.items, children.next_cursor is not None
+
+
+def search(
+    store: Store,
+    query: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    role: str | None = None,
+    order: str = "rank",
+    limit: int = 20,
+) -> list[SearchHit]:
+    return store.search(query, limit=limit, since=since, until=until, model=model, role=role, order=order)
+
+
+def usage(
+    store: Store,
+    stack: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    model: str | None = None,
+    provider: str | None = None,
+    tool_name: str | None = None,
+) -> UsageData:
+    if stack not in STACK_KEYS:
+        raise ValueError(f"stack must be one of {', '.join(STACK_KEYS)}")
+    filters = {"model": model, "provider": provider, "tool_name": tool_name}
+    by_day = store.usage(("day", stack), since=since, until=until, **filters)
+    by_model = store.usage(("model", "provider"), since=since, until=until, **filters)
+    by_model = by_model[by_model["messages"] > 0].sort_values(["cost_usd", "messages"], ascending=False)
+    top = store.list_conversations(
+        since=since,
+        until=open_ended(until),
+        model=model,
+        provider=provider,
+        tool_name=tool_name,
+        order="cost",
+        limit=10,
+    )
+    return UsageData(by_day=by_day, by_model=by_model.reset_index(drop=True), top_threads=top.items)
+
+
+def storage(store: Store, since: datetime | None, until: datetime | None) -> StorageData:
+    totals_ = store.storage_usage((), since=since, until=until)
+    by_day = store.storage_usage(("day",), since=since, until=until)
+    by_type = store.storage_usage(("mime_type",), since=since, until=until).sort_values(
+        ["logical_bytes", "bytes"], ascending=False
+    )
+    seen: set[str] = set()
+    largest: list[StoredFile] = []
+    for f in store.list_files(since=since, until=until, order="size", limit=200):
+        if f.id not in seen:  # one row per stored object, not per upload of it
+            seen.add(f.id)
+            largest.append(f)
+        if len(largest) == 10:
+            break
+    unused = store.list_files(unused=True, limit=25)
+    return StorageData(
+        totals=totals_,
+        by_day=by_day,
+        by_type=by_type.reset_index(drop=True),
+        largest=tuple(largest),
+        unused=unused.items,
+        more_unused=unused.next_cursor is not None,
+    )
+
+
+def list_files(
+    store: Store, *, order: str = "recent", cursor: str | None = None, limit: int = 50, **filters: Any
+) -> Page[StoredFile]:
+    return store.list_files(order=order, cursor=cursor, limit=limit, **filters)
+
+
+def mime_types(store: Store) -> list[str]:
+    df = store.storage_usage(("mime_type",))
+    return sorted(str(m) for m in df["mime_type"].dropna())
+
+
+def file_conversations(store: Store, file_id: str) -> list[Conversation]:
+    return store.file_conversations(file_id)
+
+
+def health(store: Store) -> Health:
+    """The store's own health report (``doctor``), reduced to what the app warns about."""
+    now = datetime.now(UTC)
+    try:
+        report = store.doctor()
+    except Exception as exc:  # shown on the Overview as a warning: a failed check is news, not a crash
+        return Health(checked_at=now, error=f"{type(exc).__name__}: {exc}")
+    depth = report.get("outbox_depth")
+    age = report.get("outbox_oldest_age_s")
+    return Health(
+        checked_at=now,
+        outbox_depth=int(depth) if depth is not None else None,
+        outbox_oldest_age_s=float(age) if age is not None else None,
+        outbox_last_error=str(report["outbox_last_error"]) if report.get("outbox_last_error") else None,
+        integrity=str(report["quick_check"]) if report.get("quick_check") is not None else None,
+        files_missing_bytes=int(report.get("files_missing_bytes_count") or 0),
+        read_only=bool(report.get("read_only", False)),
+    )

@@ -1,0 +1,39 @@
+"""What every page is framed by: the store (or why it cannot be opened), the sidebar, and the
+welcome of an empty store."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import persistence
+
+from . import data, widgets
+
+__all__ = ["frame"]
+
+
+def frame() -> persistence.Store:
+    """Open the store and draw the sidebar; stop the run with an explanation when there is no
+    store to show, or with the welcome when it is empty."""
+    url = data.store_url()
+    try:
+        store = data.get_store()
+    except Exception as exc:  # no traceback on the page: say which store and why, never a secret
+        st.title("Cannot open the store")
+        st.error(data.scrub(f"{type(exc).__name__}: {exc}", url), icon=":material/error:")
+        st.caption(
+            "Set PERSISTENCE_URL (or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY) in the environment or .env, "
+            "or start the app with `streamlit run app.py -- --url sqlite:///path/to/history.db`."
+        )
+        st.stop()
+
+    with st.sidebar:
+        st.caption(widgets.store_caption(store))
+        if st.button("Refresh", key="refresh", icon=":material/refresh:", help=f"Results are cached for {data.TTL} s"):
+            data.refresh()
+            st.rerun()
+
+    if data.is_empty(url):
+        widgets.welcome(store)
+        st.stop()
+    return store

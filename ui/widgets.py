@@ -1,0 +1,240 @@
+"""Shared widgets: the period picker, thread links, safe message rendering, charts, empty states."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+import persistence
+from persistence import Conversation, Message
+
+from . import data, fmt
+from . import period as periods
+from .nav import PAGES
+from .safe import escape_markdown, inline_code, safe_markdown
+
+__all__ = [
+    "MAX_MARKDOWN_CHARS",
+    "color_map",
+    "message",
+    "message_meta",
+    "period_picker",
+    "plot",
+    "thread_link",
+    "thread_title",
+    "welcome",
+]
+
+MAX_MARKDOWN_CHARS = 60_000  # longer messages are shown as plain text: Markdown that size freezes a browser
+
+_PALETTE = [
+    "#4C78A8",
+    "#F58518",
+    "#54A24B",
+    "#E45756",
+    "#72B7B2",
+    "#EECA3B",
+    "#B279A2",
+    "#FF9DA6",
+    "#9D755D",
+    "#79706E",
+    "#2E91E5",
+    "#E15F99",
+    "#1CA71C",
+    "#FB0D0D",
+    "#DA16FF",
+    "#B68100",
+]
+NONE_LABEL = "(none)"
+
+
+def period_picker(*, label: str = "Period") -> periods.Period:
+    """The reporting period. One choice for the whole session (it follows you from page to page)
+    and in the URL (``?period=7d``, ``?period=custom&from=2026-01-01&to=2026-01-31``), so a
+    page can be shared as it is seen."""
+    options = list(periods.CHOICES)
+    today = data.today()
+    url_choice = st.query_params.get("period")
+    if url_choice in periods.CHOICES:
+        st.session_state["_period"] = url_choice
+    if url_choice == "custom":
+        try:
+            first = date.fromisoformat(st.query_params.get("from", ""))
+            last = date.fromisoformat(st.query_params.get("to", ""))
+            st.session_state["_period_range"] = (min(first, last), max(first, last))
+        except ValueError:
+            pass
+    current = st.session_state.get("_period", periods.DEFAULT)
+    st.session_state["period"] = current
+
+    def chosen() -> None:
+        st.session_state["_period"] = st.query_params["period"] = st.session_state["period"]
+
+    choice = st.selectbox(
+        label,
+        options,
+        format_func=periods.CHOICES.__getitem__,
+        key="period",
+        on_change=chosen,
+        help="Whole UTC days, as usage is rolled up. Changes are compared with the period of the same length before.",
+    )
+    custom: tuple[date, date] | None = None
+    if choice == "custom":
+        st.session_state["period_range"] = st.session_state.get("_period_range", (today - timedelta(days=29), today))
+
+        def ranged() -> None:
+            picked = st.session_state["period_range"]
+            if isinstance(picked, Sequence) and len(picked) == 2:
+                st.session_state["_period_range"] = (picked[0], picked[1])
+                st.query_params["from"], st.query_params["to"] = picked[0].isoformat(), picked[1].isoformat()
+
+        st.date_input("Dates (UTC)", max_value=today, key="period_range", on_change=ranged)
+        custom = st.session_state.get("_period_range")
+    result = periods.resolve(choice or periods.DEFAULT, today, custom)
+    # Keep the URL in step, so the address bar always reproduces this view.
+    if result.key == periods.DEFAULT:
+        for name in ("period", "from", "to"):
+            st.query_params.pop(name, None)
+    else:
+        st.query_params["period"] = result.key
+        if result.key == "custom" and result.first_day and result.last_day:
+            st.query_params["from"] = result.first_day.isoformat()
+            st.query_params["to"] = result.last_day.isoformat()
+        else:
+            st.query_params.pop("from", None)
+            st.query_params.pop("to", None)
+    return result
+
+
+def thread_title(conv: Conversation | None, continuation_id: str | None = None) -> str:
+    if conv is not None and conv.title:
+        return conv.title
+    cid = conv.continuation_id if conv is not None else continuation_id or "?"
+    return f"Untitled thread {cid[:8]}"
+
+
+def thread_link(target: Conversation | str, *, label: str | None = None, seq: int | None = None) -> None:
+    """A link to a thread (a conversation, or its continuation id), optionally to one message."""
+    cid = target if isinstance(target, str) else target.continuation_id
+    params: dict[str, Any] = {"thread": cid}
+    if seq is not None:
+        params["seq"] = str(seq)
+    text = label or (thread_title(target) if not isinstance(target, str) else thread_title(None, cid))
+    st.page_link(PAGES["thread"].path, label=escape_markdown(text), icon=":material/chat:", query_params=params)
+
+
+def message_meta(m: Message) -> str:
+    """The line above a message: turn, time, model, tokens by bucket, cost and duration."""
+    parts = [f"#{m.seq}", m.role, fmt.when(m.created_at, seconds=True)]
+    if m.model:
+        parts.append(f"{m.model} ({m.provider})" if m.provider else m.model)
+    u = m.usage
+    if u.total:
+        buckets = [
+            ("in", u.input_tokens),
+            ("cached", u.cached_input_tokens),
+            ("cache write", u.cache_write_tokens),
+            ("out", u.output_tokens),
+            ("reasoning", u.reasoning_tokens),
+        ]
+        parts.append(" / ".join(f"{name} {n:,}" for name, n in buckets if n or name in ("in", "out")) + " tokens")
+    if m.cost_usd is not None:
+        parts.append(fmt.cost(m.cost_usd))
+    elif u.total and m.model:
+        parts.append("unpriced")
+    if m.duration_ms is not None:
+        parts.append(fmt.duration(m.duration_ms))
+    if m.tool_name:
+        parts.append(f"tool {m.tool_name}")
+    return " · ".join(escape_markdown(p) for p in parts)
+
+
+_AVATARS = {"system": ":material/settings:", "tool": ":material/build:"}
+
+
+def message(m: Message, *, target: bool = False) -> None:
+    """One turn as a chat message. The content is Markdown with HTML off and every link and
+    image target made inert (:func:`ui.safe.safe_markdown`); very long content is plain text."""
+    bubble = st.chat_message(m.role, avatar=_AVATARS.get(m.role))
+    with bubble, st.container(border=target, key=f"msg-{m.seq}"):
+        if target:
+            st.badge("Linked message", icon=":material/my_location:", color="orange")
+        st.caption(message_meta(m))
+        if len(m.content) > MAX_MARKDOWN_CHARS:
+            st.caption(f"{len(m.content):,} characters: shown as plain text.")
+            st.code(m.content, language=None, wrap_lines=True, height=400)
+        elif m.content.strip():
+            st.markdown(safe_markdown(m.content))
+        else:
+            st.caption("(empty message)")
+        if m.files or m.images:
+            names = ", ".join(p.replace("\\", "/").rsplit("/", 1)[-1] for p in (*m.files, *m.images))
+            st.caption(f":material/attach_file: {escape_markdown(names)}")
+
+
+def color_map(values: Iterable[str | None]) -> dict[str, str]:
+    """A stable colour per category (sorted), so a model keeps its colour across charts."""
+    out: dict[str, str] = {}
+    for i, v in enumerate(sorted({v or NONE_LABEL for v in values})):
+        out[v] = "#B0B0B0" if v == NONE_LABEL else _PALETTE[i % len(_PALETTE)]
+    return out
+
+
+def plot(
+    fig: go.Figure, *, key: str, height: int = 360, title: str | None = None, hovermode: str = "x unified"
+) -> None:
+    """A plotly chart in the app's style: title above it, legend below it."""
+    if title:
+        st.markdown(f"**{escape_markdown(title)}**")
+    fig.update_layout(
+        height=height,
+        margin={"l": 8, "r": 8, "t": 8, "b": 8},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "title": None},
+        hovermode=hovermode,
+    )
+    st.plotly_chart(fig, key=key, config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]})
+
+
+def store_caption(store: persistence.Store) -> str:
+    return f"{store.backend} · {inline_code(store.url)}"
+
+
+def welcome(store: persistence.Store) -> None:
+    """The empty store: what this app is, and demo data for the embedded store."""
+    st.title("No conversations yet")
+    st.write(
+        "This store has no threads, messages or files. Point your MCP server at it and every turn it records "
+        "shows up here: threads, search, tokens and cost, storage."
+    )
+    st.code(
+        'import persistence\n\nstore = persistence.open_store()  # the same URL as this app\nstore.record_message(thread_id, "assistant", text, model=model, usage=response.usage)',
+        language="python",
+    )
+    if store.backend == "sqlite":
+        read_only = bool(getattr(store, "read_only", False))
+        st.write("Or look around first with synthetic data: 300 threads over eight weeks, Kimi and GLM and others.")
+        if st.button(
+            "Load demo data",
+            key="load_demo",
+            type="primary",
+            icon=":material/science:",
+            disabled=read_only,
+            help="The store is read-only" if read_only else None,
+        ):
+            from persistence.demo import generate
+
+            with st.spinner("Writing demo threads…"):
+                summary = generate(store, 300, seed=42, end=data.today())
+            data.refresh()
+            st.toast(f"Loaded {summary.conversations} threads and {summary.messages:,} messages.")
+            st.rerun()
+        st.caption(f"Writes into {inline_code(store.url)}. Delete that file to start over.")
+    else:
+        st.info(
+            f"This is a shared {store.backend} database, so the app does not offer demo data here. "
+            "Run `python -m persistence demo --url …` against a scratch database to try it."
+        )
