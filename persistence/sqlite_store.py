@@ -53,7 +53,7 @@ __all__ = ["SQLiteStore"]
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Ranking reads bm25 for at most this many of the newest matches: a word in half of a
 # million messages would otherwise cost a scan per query. Rarer words rank all matches.
-SEARCH_RANK_WINDOW = 20_000
+SEARCH_RANK_WINDOW = 10_000
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _BUCKETS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
@@ -205,6 +205,9 @@ class SQLiteStore(Store):
             conn.execute("pragma cache_size = -65536")
             conn.execute("pragma temp_store = memory")
             conn.execute("pragma mmap_size = 268435456")
+            # Checkpoint every ~40 MB of WAL instead of ~4 MB: pages rewritten by every message
+            # (the thread's row, the rollup, the newest index segments) are copied back less often.
+            conn.execute("pragma wal_autocheckpoint = 10000")
             conn.execute("select count(*) from sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreOpenError(f"cannot open {self.path}: {exc}") from None
@@ -574,22 +577,35 @@ class SQLiteStore(Store):
     # -- messages ----------------------------------------------------------------------
 
     def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
+        try:
+            return self._insert_message(continuation_id, msg)
+        except _AlreadyStored as stored:  # a retry: the transaction rolled back, nothing written
+            if stored.message.continuation_id != continuation_id:
+                raise ConflictError(
+                    f"message_id {msg.id} already belongs to conversation {stored.message.continuation_id!r}, "
+                    f"not {continuation_id!r}"
+                ) from None
+            return stored.message
+
+    def _insert_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
         with self._write() as db:
-            existing = db.execute(
-                f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id where m.id = ?",
-                (msg.id,),
-            ).fetchone()
-            if existing is not None:
-                if existing[2] != continuation_id:
-                    raise ConflictError(
-                        f"message_id {msg.id} already belongs to conversation {existing[2]!r}, not {continuation_id!r}"
-                    )
-                return self._message(existing)  # a retry: stored once
             conv = self._ensure_conversation(db, continuation_id, msg.created_at, msg.tool_name)
             seq = db.execute(
                 "select coalesce(max(seq), 0) + 1 from messages where conversation_id = ?", (conv["id"],)
             ).fetchone()[0]
-            self._insert_messages(db, conv["id"], conv["user_id"], [(seq, msg)])
+            try:
+                self._insert_messages(db, conv["id"], conv["user_id"], [(seq, msg)])
+            except ConflictError:
+                # The id is the idempotency key: insert first and look only when it collides,
+                # so the common case costs no extra lookup.
+                existing = db.execute(
+                    f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id "
+                    "where m.id = ?",
+                    (msg.id,),
+                ).fetchone()
+                if existing is None:
+                    raise
+                raise _AlreadyStored(self._message(existing)) from None
             u = msg.usage
             db.execute(
                 """update conversations set
@@ -797,28 +813,30 @@ class SQLiteStore(Store):
         if continuation_id:
             where.append("m.conversation_id = (select id from conversations where continuation_id = :cid)")
             params["cid"] = continuation_id
-        source = "messages_fts join messages m on m.rowid = messages_fts.rowid"
+        # Join messages only when a filter reads it: probing 1M rows by rowid costs more than
+        # the search itself.
+        joined = "messages_fts join messages m on m.rowid = messages_fts.rowid"
+        filtered = len(where) > 1
         db = self._conn()
         with self._read():
+            cutoff = db.execute(
+                f"select messages_fts.rowid from {joined if filtered else 'messages_fts'} "
+                f"where {' and '.join(where)} order by messages_fts.rowid desc limit 1 offset :window",
+                {**params, "window": SEARCH_RANK_WINDOW - 1},
+            ).fetchone()
+            if cutoff is not None:
+                where.append("messages_fts.rowid >= :cutoff")
+                params["cutoff"] = cutoff[0]
             if order == "recent":
                 ranked = db.execute(
-                    f"select messages_fts.rowid, 0.0 from {source} where {' and '.join(where)} "
+                    f"select messages_fts.rowid, 0.0 from {joined} where {' and '.join(where)} "
                     "order by m.created_at desc, m.rowid desc limit :limit",
                     params,
                 ).fetchall()
             else:
-                cutoff = db.execute(
-                    f"select messages_fts.rowid from {source} where {' and '.join(where)} "
-                    "order by messages_fts.rowid desc limit 1 offset :window",
-                    {**params, "window": SEARCH_RANK_WINDOW - 1},
-                ).fetchone()
-                ranked_where = list(where)
-                if cutoff is not None:
-                    ranked_where.append("messages_fts.rowid >= :cutoff")
-                    params["cutoff"] = cutoff[0]
                 ranked = db.execute(
-                    f"select messages_fts.rowid, bm25(messages_fts) as score from {source} "
-                    f"where {' and '.join(ranked_where)} order by score limit :limit",
+                    f"select messages_fts.rowid, bm25(messages_fts) as score from {joined if filtered else 'messages_fts'} "
+                    f"where {' and '.join(where)} order by score limit :limit",
                     params,
                 ).fetchall()
             hits = []
@@ -1461,6 +1479,11 @@ class SQLiteStore(Store):
     def check_fts(self) -> None:
         """Raise if the full-text index disagrees with the messages (FTS5 integrity-check)."""
         self._conn().execute("insert into messages_fts (messages_fts, rank) values ('integrity-check', 1)")
+
+
+class _AlreadyStored(Exception):
+    def __init__(self, message: Message) -> None:
+        self.message = message
 
 
 def _fragments(snippet: str) -> tuple[tuple[str, bool], ...]:
