@@ -2,22 +2,153 @@
 
 ``store`` is parametrized over ``BACKENDS``: a test that takes it runs the same scenario on
 every backend (the conformance suite). ``sqlite_store`` is for SQLite-only behaviour.
+
+Postgres and Supabase run against the real Postgres at 127.0.0.1:5432 (user postgres, trust
+auth; ``PERSISTENCE_TEST_POSTGRES_URL`` points elsewhere): one database per test session,
+named ``pt_…``, migrated once, emptied before each test and dropped at the end. ``supabase``
+is the real ``supabase`` client talking to that database through ``tests/supabase_standin.py``
+(a stand-in for PostgREST's RPC endpoint and Storage). Postgres tests are marked ``postgres``;
+they skip when Postgres is unreachable, and fail instead under ``CI=true``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 import persistence
 from persistence.sqlite_store import SQLiteStore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres", "supabase"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Read at import: the autouse fixture below clears PERSISTENCE_* from each test's environment.
+PG_ADMIN_URL = os.environ.get("PERSISTENCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+STANDIN_JWT_SECRET = "standin-jwt-secret-for-tests-only-0123456789"
+# What a test leaves behind, emptied before the next one (storage.buckets keeps mcp-files).
+PG_TABLES = (
+    "public.conversations, public.messages, public.files, public.file_uploads, public.conversation_files, "
+    "public.provider_files, public.usage_daily, public.model_prices, public.store_meta, storage.objects"
+)
+
+
+def database_url(name: str) -> str:
+    return urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
+
+
+def create_database(prefix: str = "pt") -> str:
+    """A new empty database named ``pt_…`` (dropped with :func:`drop_database`); its URL."""
+    import psycopg
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"{prefix}_{worker}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'create database "{name}"')  # type: ignore[arg-type]
+    return database_url(name)
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.strip("/")
+    assert name.startswith("pt_"), name
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
+
+
+def _unreachable(why: str) -> None:
+    message = f"Postgres at {urlsplit(PG_ADMIN_URL).netloc} is unreachable: {why}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: Postgres tests may not skip)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of the test Postgres (skips, or fails under CI, when it is down)."""
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - requirements.txt installs it
+        _unreachable(f"psycopg is not installed ({exc})")
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True) as conn:
+            names = [r[0] for r in conn.execute("select datname from pg_database where datname like 'pt\\_%'")]
+            # Databases of test runs that were killed before they could drop them.
+            for name in names:
+                m = re.fullmatch(r"pt_[A-Za-z0-9]+_(\d+)_[0-9a-f]{8}", name)
+                if m and not _alive(int(m.group(1))):
+                    conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        _unreachable(str(exc).strip())
+    return PG_ADMIN_URL
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+def pg_session_db(pg_server: str) -> Iterator[str]:
+    import psycopg
+
+    from persistence.sql import migrate
+
+    url = create_database()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def standin(pg_session_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from supabase_standin import SupabaseStandin
+
+    gateway = SupabaseStandin(pg_session_db, STANDIN_JWT_SECRET, tmp_path_factory.mktemp("standin-storage"))
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def pg_url(pg_session_db: str, standin: Any) -> str:
+    """The session database, emptied: no test sees another's rows or stored objects."""
+    import psycopg
+
+    with psycopg.connect(pg_session_db, autocommit=True) as conn:
+        conn.execute(f"truncate {PG_TABLES} cascade")  # type: ignore[arg-type]
+    standin.reset_storage()
+    return pg_session_db
+
+
+def open_supabase(standin: Any, role: str = "service_role", **env: str) -> Any:
+    """A SupabaseStore: the real client, through the stand-in, with this role's key."""
+    from persistence.supabase_store import SupabaseStore
+
+    return SupabaseStore(
+        env={"SUPABASE_URL": "http://supabase.test", "SUPABASE_SERVICE_ROLE_KEY": standin.token(role), **env},
+        http_client=standin.client(),
+    )
+
+
+def _backend_params() -> list[Any]:
+    marks = {"postgres": [pytest.mark.postgres], "supabase": [pytest.mark.postgres]}
+    return [pytest.param(name, marks=marks.get(name, [])) for name in BACKENDS]
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +168,17 @@ def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store.close()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=_backend_params())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[persistence.Store]:
+    s: persistence.Store
     if request.param == "sqlite":
         s = persistence.open_store(f"sqlite:///{tmp_path / 'history.db'}")
-    else:  # pragma: no cover - other backends register themselves in BACKENDS
+    elif request.param == "postgres":
+        s = persistence.open_store(request.getfixturevalue("pg_url"), files_dir=tmp_path / "pg-files")
+    elif request.param == "supabase":
+        request.getfixturevalue("pg_url")
+        s = open_supabase(request.getfixturevalue("standin"))
+    else:  # pragma: no cover
         raise AssertionError(f"unknown backend {request.param}")
     yield s
     s.close()

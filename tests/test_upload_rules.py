@@ -17,9 +17,9 @@ ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 100
 def _no_trace(store: persistence.Store, before_files: int) -> None:
     assert len(store.list_files(limit=1000)) == before_files
     assert int(store.storage_usage(())["uploads"].iloc[0]) == before_files
-    files_dir = getattr(store, "files", None)
-    if files_dir is not None:  # the local file store: no bytes, no temp files left behind
-        stored = [p for p in files_dir.root.rglob("*") if p.is_file()]
+    root = getattr(getattr(store, "files", None), "root", None)
+    if root is not None:  # the local file store: no bytes, no temp files left behind
+        stored = [p for p in root.rglob("*") if p.is_file()]
         assert len(stored) == len({f.storage_path for f in store.list_files(limit=1000)})
 
 

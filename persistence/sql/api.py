@@ -1,0 +1,835 @@
+"""The store over the SQL API: what the Postgres and Supabase backends share.
+
+Every primitive of :class:`~persistence.store.Store` is one call of a SQL function from
+``persistence/sql/migrations`` (``_call(fn, args)``); a backend only says how to make that call
+(``SELECT fn(...)`` through psycopg, or ``client.rpc(fn, ...)`` through the Supabase client) and
+where file bytes live. The functions return jsonb, so both backends parse the same documents
+here. Arguments go as plain Python values; :class:`J` marks the ones sent as jsonb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, BinaryIO, Protocol
+
+from ..errors import ConflictError, NotFoundError, PersistenceError, StoreOpenError, ValidationError
+from ..filestore import StoredBlob, file_id_for
+from ..models import (
+    Conversation,
+    ImportResult,
+    Message,
+    ProviderFile,
+    PruneResult,
+    RepriceResult,
+    SearchHit,
+    StoredFile,
+    Usage,
+)
+from ..pricing import Price, package_prices
+from ..search_query import Clause, cjk_pairs, python_fragments
+from ..store import ListFilters, PreparedConversation, PreparedMessage, Store
+from ..transfer import ParsedRecord
+from . import version_time
+
+__all__ = ["BlobStore", "FunctionStore", "J", "sql_error", "to_tsquery"]
+
+# ts_headline marks matches with these (private-use characters never typed by users).
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
+# Ranking covers the newest 1,000 matches of a common word (SQLite: 10,000, where bm25 over its
+# rowid-ordered index is cheaper): finding more costs a walk over ever older messages.
+SEARCH_RANK_WINDOW = 1000
+REPRICE_PAGE = 5000
+
+
+class J:
+    """An argument sent as jsonb."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class BlobStore(Protocol):
+    """Where file bytes live: a local folder (LocalFileStore) or a Supabase Storage bucket."""
+
+    def put(self, stream: BinaryIO, owner: str | None) -> StoredBlob: ...
+    def open(self, storage_path: str) -> BinaryIO: ...
+    def exists(self, storage_path: str) -> bool: ...
+    def delete(self, storage_path: str) -> bool: ...
+    def describe(self) -> str: ...
+
+
+def sql_error(code: str | None, message: str, fn: str) -> PersistenceError:
+    """The package's error for a SQLSTATE raised by SQL function ``fn``."""
+    code = code or ""
+    if code == "PT404":
+        return NotFoundError(message)
+    if code in ("PT409", "23505", "23503"):
+        return ConflictError(message)
+    if code in ("PT400", "22P02", "22007", "22008", "22023"):
+        return ValidationError(fn, message)
+    if code in ("42883", "42P01", "PGRST202"):
+        return StoreOpenError(
+            f"{fn}: {message}. The database lacks the persistence schema: run "
+            "`python -m persistence migrate --url postgresql://…` or `supabase db push`"
+        )
+    if code == "42501":
+        return PersistenceError(f"{fn}: permission denied: {message}")
+    return PersistenceError(f"{fn}: {message}" + (f" (SQLSTATE {code})" if code else ""))
+
+
+def _quote(token: str) -> str:
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def to_tsquery(clauses: list[Clause]) -> str | None:
+    """The parsed user query (persistence.search_query) as to_tsquery text, or None when there
+    is nothing to search for. Every token is quoted, so the text can never be a syntax error;
+    CJK runs become phrases of character pairs, as they are indexed."""
+    positive = [c for c in clauses if not c.negated]
+    negative = [c for c in clauses if c.negated]
+    if not positive:
+        return None
+
+    def term(t: Any) -> str:
+        tokens: list[str] = []
+        for i, word in enumerate(t.words):
+            if t.is_cjk(i):
+                tokens.extend(cjk_pairs(word))
+                if len(word) > 1 and i + 1 < len(t.words):
+                    tokens.append(word[-1])  # the run ends here in the text too, so its tail follows
+            else:
+                tokens.append(word)
+        quoted = [_quote(tok) for tok in tokens]
+        if t.prefix or (len(t.words) == 1 and t.is_cjk(0) and len(t.words[0]) == 1):
+            quoted[-1] += ":*"
+        return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"
+
+    def clause(c: Clause) -> str:
+        parts = [term(t) for t in c.terms]
+        return parts[0] if len(parts) == 1 else "(" + " | ".join(parts) + ")"
+
+    expr = " & ".join(clause(c) for c in positive)
+    if negative:
+        expr = f"({expr}) & !(" + " | ".join(clause(c) for c in negative) + ")"
+    return expr
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _opt_dt(value: str | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _headline_fragments(headline: str, content: str) -> tuple[tuple[str, bool], ...]:
+    parts: list[tuple[str, bool]] = []
+    rest = headline
+    while rest:
+        start = rest.find(MARK_OPEN)
+        if start == -1:
+            parts.append((rest, False))
+            break
+        if start:
+            parts.append((rest[:start], False))
+        end = rest.find(MARK_CLOSE, start)
+        if end == -1:
+            parts.append((rest[start + 1 :], True))
+            break
+        parts.append((rest[start + 1 : end], True))
+        rest = rest[end + 1 :]
+    merged: list[tuple[str, bool]] = []
+    for text, hit in parts:  # adjacent highlights read better as one
+        if merged and merged[-1][1] == hit:
+            merged[-1] = (merged[-1][0] + text, hit)
+        else:
+            merged.append((text, hit))
+    plain = "".join(text for text, _ in merged)
+    if plain and not content.startswith(plain):
+        merged.insert(0, ("…", False))
+    if plain and not content.endswith(plain):
+        merged.append(("…", False))
+    return tuple(merged)
+
+
+class FunctionStore(Store):
+    """A store whose every primitive is one call of a SQL function (see module docstring)."""
+
+    files: BlobStore
+    bucket_name: str = "local"
+
+    # -- what a backend provides -------------------------------------------------------
+
+    def _call(self, fn: str, args: dict[str, Any]) -> Any:
+        """Call SQL function ``public.fn`` with named arguments; its decoded jsonb result."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Calls made inside run in one transaction where the backend can (psycopg); through
+        the Supabase gateway each call is its own transaction."""
+        yield
+
+    # -- row conversion ----------------------------------------------------------------
+
+    @staticmethod
+    def _message(d: dict[str, Any]) -> Message:
+        return Message(
+            id=d["id"],
+            conversation_id=d["conversation_id"],
+            continuation_id=d["continuation_id"],
+            seq=d["seq"],
+            role=d["role"],
+            content=d["content"],
+            created_at=_dt(d["created_at"]),
+            tool_name=d["tool_name"],
+            provider=d["provider"],
+            model=d["model_used"],
+            usage=Usage(
+                d["input_tokens"],
+                d["cached_input_tokens"],
+                d["cache_write_tokens"],
+                d["output_tokens"],
+                d["reasoning_tokens"],
+            ),
+            cost_usd=None if d["cost"] is None else float(d["cost"]),
+            price_id=d["price_id"],
+            duration_ms=d["duration_ms"],
+            files=tuple(d["files"] or ()),
+            images=tuple(d["images"] or ()),
+            metadata=d["metadata"] or {},
+            user_id=d["user_id"],
+        )
+
+    @classmethod
+    def _conversation(cls, d: dict[str, Any]) -> Conversation:
+        return Conversation(
+            id=d["id"],
+            continuation_id=d["continuation_id"],
+            created_at=_dt(d["created_at"]),
+            updated_at=_dt(d["updated_at"]),
+            parent_id=d["parent_id"],
+            session_id=d["session_id"],
+            user_id=d["user_id"],
+            title=d["title"],
+            summary=d["summary"],
+            tool_name=d["tool_name"],
+            model=d["model_used"],
+            status=d["status"],
+            tags=tuple(d["tags"] or ()),
+            initial_context=d["initial_context"],
+            metadata=d["metadata"] or {},
+            expires_at=_opt_dt(d["expires_at"]),
+            message_count=d["message_count"],
+            usage=Usage(
+                d["input_tokens"],
+                d["cached_input_tokens"],
+                d["cache_write_tokens"],
+                d["output_tokens"],
+                d["reasoning_tokens"],
+            ),
+            cost_usd=float(d["total_cost"]),
+            unpriced_messages=d["unpriced_messages"],
+            messages=tuple(cls._message(m) for m in d.get("messages") or ()),
+            files=tuple(cls._file(f) for f in d.get("files") or ()),
+        )
+
+    @staticmethod
+    def _file(d: dict[str, Any]) -> StoredFile:
+        return StoredFile(
+            id=d["id"],
+            file_hash=d["file_hash"] or "",  # files of the plan's schema may have none
+            size=d["file_size"],
+            mime_type=d["mime_type"],
+            filename=d["filename"],
+            storage_path=d["storage_path"],
+            bucket_name=d["bucket_name"],
+            created_at=_dt(d["created_at"]),
+            upload_id=d["upload_id"],
+            deduplicated=bool(d.get("deduplicated", False)),
+            user_id=d["user_id"],
+            session_id=d["session_id"],
+            continuation_id=d["continuation_id"],
+            tags=tuple(d["tags"] or ()),
+            description=d["description"],
+            metadata=d["metadata"] or {},
+        )
+
+    @staticmethod
+    def _provider_file(d: dict[str, Any]) -> ProviderFile:
+        return ProviderFile(
+            id=d["id"],
+            file_id=d["file_id"],
+            file_hash=d["file_hash"],
+            provider=d["provider"],
+            provider_file_id=d["provider_file_id"],
+            purpose=d["purpose"] or None,
+            created_at=_dt(d["created_at"]),
+            expires_at=_opt_dt(d["expires_at"]),
+        )
+
+    # -- migrations and prices ---------------------------------------------------------
+
+    def migrations(self) -> list[tuple[str, datetime]]:
+        """Applied migrations, oldest first. The time is the one in the version (the Supabase
+        CLI's history table records no time of application)."""
+        return [(f"{v}_{n}", version_time(v)) for v, n in self._call("applied_migrations", {})]
+
+    def _sync_package_prices(self) -> None:
+        """Copy the package's price table in, once per version of it (one round trip when synced)."""
+        prices, digest = package_prices()
+        if not self._call("sync_package_prices", {"p_digest": digest}):
+            self._call("sync_package_prices", {"p_digest": digest, "p_prices": J([p.to_row() for p in prices])})
+            self._prices = None
+
+    def _load_prices(self) -> list[Price]:
+        return [Price.from_mapping(row, f"model_prices[{row['id']}]") for row in self._call("list_model_prices", {})]
+
+    def _save_prices(self, prices: list[Price], origin: str) -> None:
+        self._call("upsert_model_prices", {"p_prices": J([p.to_row() for p in prices]), "p_origin": origin})
+
+    # -- threads and messages ----------------------------------------------------------
+
+    def _start_conversation(self, conv: PreparedConversation) -> Conversation:
+        return self._conversation(
+            self._call(
+                "start_conversation",
+                {
+                    "p_continuation_id": conv.continuation_id,
+                    "p_id": conv.id,
+                    "p_created_at": conv.created_at,
+                    "p_tool_name": conv.tool_name,
+                    "p_title": conv.title,
+                    "p_session_id": conv.session_id,
+                    "p_user_id": conv.user_id,
+                    "p_parent_id": conv.parent_id,
+                    "p_tags": list(conv.tags),
+                    "p_metadata": J(conv.metadata),
+                    "p_initial_context": None if conv.initial_context is None else J(conv.initial_context),
+                    "p_expires_at": conv.expires_at,
+                },
+            )
+        )
+
+    def _update_conversation(self, continuation_id: str, changes: dict[str, Any]) -> Conversation:
+        payload = {k: (list(v) if k == "tags" else _iso(v) if k == "expires_at" else v) for k, v in changes.items()}
+        return self._conversation(
+            self._call("update_conversation", {"p_continuation_id": continuation_id, "p_changes": J(payload)})
+        )
+
+    def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
+        u = msg.usage
+        return self._message(
+            self._call(
+                "record_message",
+                {
+                    "p_continuation_id": continuation_id,
+                    "p_id": msg.id,
+                    "p_role": msg.role,
+                    "p_content": msg.content,
+                    "p_created_at": msg.created_at,
+                    "p_model": msg.model,
+                    "p_provider": msg.provider,
+                    "p_tool_name": msg.tool_name,
+                    "p_input_tokens": u.input_tokens,
+                    "p_cached_input_tokens": u.cached_input_tokens,
+                    "p_cache_write_tokens": u.cache_write_tokens,
+                    "p_output_tokens": u.output_tokens,
+                    "p_reasoning_tokens": u.reasoning_tokens,
+                    "p_cost": msg.cost,
+                    "p_price_id": msg.price_id,
+                    "p_unpriced": msg.unpriced,
+                    "p_duration_ms": msg.duration_ms,
+                    "p_files": list(msg.files),
+                    "p_images": list(msg.images),
+                    "p_metadata": J(msg.metadata),
+                    "p_search_extra": msg.search_extra,
+                    "p_title": msg.title_hint,
+                },
+            )
+        )
+
+    def _get_conversation(self, continuation_id: str, last: int | None) -> Conversation | None:
+        d = self._call("get_conversation", {"p_continuation_id": continuation_id, "p_last": last})
+        return None if d is None else self._conversation(d)
+
+    def _get_messages(self, continuation_id: str, before_seq: int | None, limit: int) -> list[Message]:
+        rows = self._call(
+            "get_messages", {"p_continuation_id": continuation_id, "p_before_seq": before_seq, "p_limit": limit}
+        )
+        return [self._message(m) for m in rows]
+
+    def _get_message(self, message_id: str) -> Message | None:
+        d = self._call("get_message", {"p_id": message_id})
+        return None if d is None else self._message(d)
+
+    @staticmethod
+    def _filter_args(f: ListFilters) -> dict[str, Any]:
+        return {
+            "p_since": f.since,
+            "p_until": f.until,
+            "p_model": f.model,
+            "p_provider": f.provider,
+            "p_tool_name": f.tool_name,
+            "p_tag": f.tag,
+            "p_session_id": f.session_id,
+            "p_user_id": f.user_id,
+            "p_parent_id": f.parent_id,
+            "p_status": f.status,
+            "p_min_cost": f.min_cost,
+            "p_text": f.text,
+        }
+
+    @staticmethod
+    def _after(after: list[Any] | None, numeric: bool) -> tuple[str | None, str | None]:
+        """A cursor's (key, id), checked here so a tampered cursor is a ValidationError."""
+        if after is None:
+            return None, None
+        key, last_id = after
+        try:
+            if numeric:
+                if isinstance(key, bool) or not isinstance(key, int | float):
+                    raise ValueError
+                key = repr(key)
+            else:
+                key = _iso(datetime.fromisoformat(str(key)))
+            last_id = str(uuid.UUID(str(last_id)))
+        except (ValueError, TypeError):
+            raise ValidationError(
+                "cursor", "not a cursor from this listing (pass next_cursor back unchanged)"
+            ) from None
+        return key, last_id
+
+    def _list_conversations(
+        self, filters: ListFilters, order: str, limit: int, after: list[Any] | None
+    ) -> list[Conversation]:
+        key, last_id = self._after(after, numeric=order == "cost")
+        rows = self._call(
+            "list_conversations",
+            {
+                **self._filter_args(filters),
+                "p_order": order,
+                "p_limit": limit,
+                "p_after_key": key,
+                "p_after_id": last_id,
+            },
+        )
+        return [self._conversation(r) for r in rows]
+
+    def _count_conversations(self, filters: ListFilters) -> int:
+        return int(self._call("count_conversations", self._filter_args(filters)))
+
+    # -- search ------------------------------------------------------------------------
+
+    def _search(
+        self,
+        clauses: list[Clause],
+        *,
+        limit: int,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+        order: str,
+    ) -> list[SearchHit]:
+        query = to_tsquery(clauses)
+        if query is None:
+            return []
+        rows = self._call(
+            "search_messages",
+            {
+                "p_tsquery": query,
+                "p_limit": limit,
+                "p_since": since,
+                "p_until": until,
+                "p_model": model,
+                "p_role": role,
+                "p_continuation_id": continuation_id,
+                "p_order": order,
+                "p_window": SEARCH_RANK_WINDOW,
+            },
+        )
+        hits = []
+        for row in rows:
+            message = self._message(row["message"])
+            # CJK: the index text is character pairs, so cut the snippet from the original.
+            if row["cjk"] or row["headline"] is None:
+                fragments = python_fragments(message.content, clauses)
+            else:
+                fragments = _headline_fragments(row["headline"], message.content)
+            hits.append(
+                SearchHit(
+                    message=message, conversation_title=row["title"], score=float(row["score"]), fragments=fragments
+                )
+            )
+        return hits
+
+    # -- files -------------------------------------------------------------------------
+
+    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
+        # The stream enforces the upload rules (size, sniffed type) as it is read.
+        return self.files.put(stream, owner)
+
+    def _record_upload(self, **f: Any) -> StoredFile:
+        return self._file(
+            self._call(
+                "put_file_metadata",
+                {
+                    "p_file_id": file_id_for(f["storage_path"]),
+                    "p_upload_id": str(uuid.uuid4()),
+                    "p_file_hash": f["blob_sha256"],
+                    "p_file_size": f["size"],
+                    "p_storage_path": f["storage_path"],
+                    "p_bucket_name": self.bucket_name,
+                    "p_mime_type": f["mime_type"],
+                    "p_filename": f["filename"],
+                    "p_continuation_id": f["continuation_id"],
+                    "p_session_id": f["session_id"],
+                    "p_user_id": f["user_id"],
+                    "p_tags": list(f["tags"]),
+                    "p_description": f["description"],
+                    "p_metadata": J(f["metadata"]),
+                    "p_created_at": f["created_at"],
+                },
+            )
+        )
+
+    def _open_file(self, file_id: str) -> BinaryIO:
+        d = self._call("get_file", {"p_id": file_id})
+        if d is None:
+            raise NotFoundError(f"no file with id {file_id}")
+        return self.files.open(d["storage_path"])
+
+    def _get_file(self, file_id: str) -> StoredFile | None:
+        d = self._call("get_file", {"p_id": file_id})
+        return None if d is None else self._file(d)
+
+    def _list_files(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        mime_type: str | None,
+        continuation_id: str | None,
+        session_id: str | None,
+        unused: bool,
+        order: str,
+        limit: int,
+        after: list[Any] | None,
+    ) -> list[StoredFile]:
+        key, last_id = self._after(after, numeric=order == "size")
+        rows = self._call(
+            "list_files",
+            {
+                "p_since": since,
+                "p_until": until,
+                "p_mime_type": mime_type,
+                "p_continuation_id": continuation_id,
+                "p_session_id": session_id,
+                "p_unused": unused,
+                "p_order": order,
+                "p_limit": limit,
+                "p_after_key": key,
+                "p_after_id": last_id,
+            },
+        )
+        return [self._file(r) for r in rows]
+
+    def _file_conversations(self, file_id: str) -> list[Conversation]:
+        return [self._conversation(r) for r in self._call("file_conversations", {"p_file_id": file_id})]
+
+    def signed_url(self, file_id: str, expires_in: int = 3600) -> str:
+        """A time-limited download link for a file's bytes (Supabase Storage only: a local
+        folder has no URL to sign)."""
+        signer = getattr(self.files, "signed_url", None)
+        if signer is None:
+            raise PersistenceError(f"signed URLs need Supabase Storage; file bytes are in {self.files.describe()}")
+        stored = self.get_file(file_id)
+        if stored is None:
+            raise NotFoundError(f"no file with id {file_id}")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 1 <= expires_in <= 7 * 86400:
+            raise ValidationError("expires_in", f"expected seconds from 1 to 604800, got {expires_in!r}")
+        url: str = signer(stored.storage_path, expires_in)
+        return url
+
+    def _record_provider_file(
+        self,
+        *,
+        file_id: str,
+        provider: str,
+        provider_file_id: str,
+        purpose: str | None,
+        expires_at: datetime | None,
+        created_at: datetime,
+    ) -> ProviderFile:
+        return self._provider_file(
+            self._call(
+                "record_provider_file",
+                {
+                    "p_id": str(uuid.uuid4()),
+                    "p_file_id": file_id,
+                    "p_provider": provider,
+                    "p_provider_file_id": provider_file_id,
+                    "p_purpose": purpose,
+                    "p_expires_at": expires_at,
+                    "p_created_at": created_at,
+                },
+            )
+        )
+
+    def _find_provider_file(
+        self, file_hash: str, provider: str, *, purpose: str | None, user_id: str | None, at: datetime
+    ) -> ProviderFile | None:
+        d = self._call(
+            "find_provider_file",
+            {"p_file_hash": file_hash, "p_provider": provider, "p_purpose": purpose, "p_user_id": user_id, "p_at": at},
+        )
+        return None if d is None else self._provider_file(d)
+
+    def _upload_activity(self, session_id: str, since: datetime) -> tuple[int, int]:
+        uploads, size = self._call("upload_activity", {"p_session_id": session_id, "p_since": since})
+        return int(uploads), int(size)
+
+    # -- usage -------------------------------------------------------------------------
+
+    _USAGE_KEY_COLUMNS = ("period", "model", "provider", "tool_name", "user_id")
+    _STORAGE_KEY_COLUMNS = ("period", "mime_type", "user_id")
+
+    @staticmethod
+    def _keyed(
+        rows: list[list[Any]], keys: list[str], key_columns: tuple[str, ...], n_values: int, zero: bool
+    ) -> list[Sequence[Any]]:
+        """Rows of (keys..., values...) in the order SQLite gives them (by the keys, None first)."""
+        positions = [key_columns.index("period" if k in ("day", "week", "month") else k) for k in keys]
+        out: list[Sequence[Any]] = [tuple(row[p] for p in positions) + tuple(row[len(key_columns) :]) for row in rows]
+        out.sort(key=lambda r: tuple((r[i] is not None, r[i]) for i in range(len(keys))))
+        if not out and not keys and zero:
+            out = [tuple(0 for _ in range(n_values))]
+        return out
+
+    def _usage_rows(
+        self,
+        keys: list[str],
+        *,
+        first_day: str | None,
+        last_day: str | None,
+        model: str | None,
+        provider: str | None,
+        tool_name: str | None,
+    ) -> list[Sequence[Any]]:
+        rows = self._call(
+            "usage_report",
+            {
+                "p_group_by": keys,
+                "p_first_day": first_day,
+                "p_last_day": last_day,
+                "p_model": model,
+                "p_provider": provider,
+                "p_tool_name": tool_name,
+            },
+        )
+        return self._keyed(rows, keys, self._USAGE_KEY_COLUMNS, 9, zero=True)
+
+    def _storage_rows(self, keys: list[str], *, first_day: str | None, last_day: str | None) -> list[Sequence[Any]]:
+        rows = self._call(
+            "storage_usage_report", {"p_group_by": keys, "p_first_day": first_day, "p_last_day": last_day}
+        )
+        return self._keyed(rows, keys, self._STORAGE_KEY_COLUMNS, 4, zero=True)
+
+    def _facets(self) -> dict[str, list[str]]:
+        facets: dict[str, list[str]] = self._call("facets", {})
+        return facets
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def _reprice(self, *, since: datetime | None, until: datetime | None, model: str | None) -> RepriceResult:
+        self._prices = None  # read the table afresh
+        prices = self.prices
+        checked = changed = unpriced_before = unpriced_after = 0
+        cost_before = cost_after = 0.0
+        after: tuple[str | None, str | None] = (None, None)
+        # Page by page: each page's new costs and the corrections to totals and rollup commit
+        # together (on psycopg the whole run is one transaction).
+        with self._atomic():
+            while True:
+                rows = self._call(
+                    "reprice_scan",
+                    {
+                        "p_since": since,
+                        "p_until": until,
+                        "p_model": model,
+                        "p_after_created_at": after[0],
+                        "p_after_id": after[1],
+                        "p_limit": REPRICE_PAGE,
+                    },
+                )
+                updates = []
+                for mid, model_used, created, i, ci, cw, o, r, cost, price_id, raw_unknown in rows:
+                    checked += 1
+                    usage = Usage(i, ci, cw, o, r)
+                    price = None if raw_unknown else prices.lookup(model_used, _dt(created))
+                    new_cost = price.cost(usage) if price else None
+                    new_price_id = price.id if price else None
+                    old_cost = None if cost is None else float(cost)
+                    cost_before += old_cost or 0.0
+                    cost_after += new_cost or 0.0
+                    unpriced_before += int(old_cost is None and (usage.total > 0 or raw_unknown))
+                    unpriced_after += int(new_cost is None and (usage.total > 0 or raw_unknown))
+                    if new_cost != old_cost or new_price_id != price_id:
+                        changed += 1
+                        updates.append({"id": mid, "cost": new_cost, "price_id": new_price_id})
+                if updates:
+                    self._call("reprice_apply", {"p_updates": J(updates)})
+                if len(rows) < REPRICE_PAGE:
+                    break
+                after = (rows[-1][2], rows[-1][0])
+        return RepriceResult(
+            messages_checked=checked,
+            messages_changed=changed,
+            cost_before=round(cost_before, 10),
+            cost_after=round(cost_after, 10),
+            unpriced_before=unpriced_before,
+            unpriced_after=unpriced_after,
+        )
+
+    def _iter_conversations(self, since: datetime | None, until: datetime | None) -> Iterator[Conversation]:
+        for cid in self._call("conversation_ids", {"p_since": since, "p_until": until}):
+            conv = self._get_conversation(cid, None)
+            if conv is not None:
+                yield conv
+
+    @staticmethod
+    def _record_json(rec: ParsedRecord) -> dict[str, Any]:
+        c = rec.conversation
+        return {
+            "conversation": {
+                "id": c.id,
+                "continuation_id": c.continuation_id,
+                "parent_id": c.parent_id,
+                "session_id": c.session_id,
+                "user_id": c.user_id,
+                "title": c.title,
+                "summary": c.summary,
+                "tool_name": c.tool_name,
+                "status": c.status,
+                "tags": list(c.tags),
+                "initial_context": c.initial_context,
+                "metadata": c.metadata,
+                "created_at": _iso(c.created_at),
+                "expires_at": _iso(c.expires_at),
+            },
+            "model": rec.model,
+            "updated_at": _iso(rec.updated_at),
+            "messages": [
+                {
+                    "id": m.id,
+                    "seq": seq,
+                    "role": m.role,
+                    "content": m.content,
+                    "created_at": _iso(m.created_at),
+                    "model": m.model,
+                    "provider": m.provider,
+                    "tool_name": m.tool_name,
+                    "input_tokens": m.usage.input_tokens,
+                    "cached_input_tokens": m.usage.cached_input_tokens,
+                    "cache_write_tokens": m.usage.cache_write_tokens,
+                    "output_tokens": m.usage.output_tokens,
+                    "reasoning_tokens": m.usage.reasoning_tokens,
+                    "cost": m.cost,
+                    "price_id": m.price_id,
+                    "duration_ms": m.duration_ms,
+                    "files": list(m.files),
+                    "images": list(m.images),
+                    "metadata": m.metadata,
+                    "search_extra": m.search_extra,
+                }
+                for seq, m in rec.messages
+            ],
+            "files": [
+                {
+                    "id": f.id,
+                    "upload_id": f.upload_id,
+                    "file_hash": f.file_hash,
+                    "size": f.size,
+                    "mime_type": f.mime_type,
+                    "filename": f.filename,
+                    "storage_path": f.storage_path,
+                    "bucket_name": f.bucket_name,
+                    "created_at": _iso(f.created_at),
+                    "user_id": f.user_id,
+                    "session_id": f.session_id,
+                    "tags": list(f.tags),
+                    "description": f.description,
+                    "metadata": f.metadata,
+                }
+                for f in rec.files
+            ],
+        }
+
+    def _import_batch(self, batch: list[ParsedRecord]) -> ImportResult:
+        d = self._call("import_batch", {"p_records": J([self._record_json(r) for r in batch])})
+        return ImportResult(
+            d["conversations"], d["conversations_skipped"], d["messages"], d["messages_skipped"], d["files"]
+        )
+
+    def _prune(self, cutoff: datetime, *, dry_run: bool) -> PruneResult:
+        d = self._call("prune", {"p_cutoff": cutoff, "p_dry_run": dry_run})
+        # Bytes go after the rows are gone: a crash in between leaves unreferenced bytes
+        # (harmless, and re-used by the next upload of the same content), never a row without bytes.
+        for _bucket, path in d["deleted"]:
+            self.files.delete(path)
+        return PruneResult(
+            cutoff=cutoff,
+            dry_run=dry_run,
+            conversations=d["conversations"],
+            messages=d["messages"],
+            uploads=d["uploads"],
+            files=d["files"],
+            bytes=d["bytes"],
+        )
+
+    MISSING_BYTES_CHECK_LIMIT: int | None = None  # remote storage: check only the oldest N
+
+    def _doctor(self) -> dict[str, Any]:
+        d = self._call("store_doctor", {})
+        paths = self._call("file_paths", {"p_limit": self.MISSING_BYTES_CHECK_LIMIT})
+        missing = [path for _bucket, path in paths if not self.files.exists(path)]
+        return {
+            "backend": self.backend,
+            "url": self.url,
+            "server_version": d["server_version"],
+            "migrations": [name for name, _ in self.migrations()],
+            "database_bytes": d["database_bytes"],
+            "files_store": self.files.describe(),
+            "conversations": d["conversations"],
+            "messages": d["messages"],
+            "files": d["files"],
+            "uploads": d["uploads"],
+            "prices": d["prices"],
+            "last_message_at": d["last_message_at"],
+            "unpriced_models": d["unpriced_models"],
+            "files_checked": len(paths),
+            "files_missing_bytes": missing[:20],
+            "files_missing_bytes_count": len(missing),
+        }
+
+
+def jsonable(value: Any) -> Any:
+    """An argument as JSON for the RPC path (PostgREST turns it into the parameter's type)."""
+    if isinstance(value, J):
+        return value.value
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value

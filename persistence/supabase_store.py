@@ -1,0 +1,263 @@
+"""The ``supabase`` backend: a Supabase project through the official ``supabase`` client.
+
+Every table operation is ``client.rpc(fn, args)`` on the SQL API the migrations define (the
+same functions the ``postgresql://`` backend calls with SELECT, see
+:mod:`persistence.sql.api`), so each operation is one HTTP request and one transaction, and
+row level security applies as on Postgres. File bytes go to a private Storage bucket
+(``SUPABASE_STORAGE_BUCKET_FILES``, default ``mcp-files``) at ``{owner}/{sha[:2]}/{sha}``:
+uploaded only when missing, downloaded through the API, shared through signed URLs.
+
+The client's retries are off and every failure raises: a caller (or the outbox) decides what
+to retry. The service role key is passed to the client only; it is never logged and never
+part of ``store.url``. The schema must have been migrated (``supabase db push``, or
+``python -m persistence migrate --url postgresql://…`` on the project's database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+import httpx
+from postgrest.exceptions import APIError
+from storage3.exceptions import StorageApiError
+from supabase.lib.client_options import SyncClientOptions
+
+from supabase import Client, create_client
+
+from .config import load_env
+from .errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError, ValidationError
+from .filestore import CHUNK, HEAD_BYTES, StoredBlob, sniff_mime, storage_path_for
+from .sql import OWN_PREFIX, migration_files
+from .sql.api import FunctionStore, jsonable, sql_error
+
+__all__ = ["SupabaseStorage", "SupabaseStore", "make_client"]
+
+DEFAULT_BUCKET = "mcp-files"
+DEFAULT_TIMEOUT = 30.0
+
+
+def make_client(
+    url: str,
+    key: str,
+    *,
+    schema: str = "public",
+    http_client: httpx.Client | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Client, httpx.Client]:
+    """The official client, with our own httpx client (its timeout; no retries) shared by the
+    REST, Storage and Auth sub-clients. Returns (client, the httpx client to close)."""
+    http = http_client or httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
+    options = SyncClientOptions(
+        schema=schema,
+        httpx_client=http,
+        postgrest_client_retry=False,
+        auto_refresh_token=False,
+        persist_session=False,
+    )
+    try:
+        client = create_client(url, key, options)
+    except Exception as exc:  # SupabaseException for a malformed URL or key
+        raise StoreOpenError(f"cannot create a Supabase client for {url}: {exc}") from None
+    return client, http
+
+
+def _storage_error(exc: StorageApiError, what: str) -> PersistenceError:
+    status = str(getattr(exc, "status", ""))
+    message = getattr(exc, "message", str(exc))
+    if status == "404":
+        return NotFoundError(f"{what}: {message}")
+    return PersistenceError(f"{what}: Supabase Storage said {status} {getattr(exc, 'code', '')}: {message}")
+
+
+class SupabaseStorage:
+    """File bytes in a private Supabase Storage bucket, content-addressed like LocalFileStore."""
+
+    def __init__(self, client: Client, bucket: str = DEFAULT_BUCKET, *, http: httpx.Client | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._http = http  # closed with the store when we created it
+        self._bucket_checked = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SupabaseStorage:
+        client, http = make_client(env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"])
+        return cls(client, env.get("SUPABASE_STORAGE_BUCKET_FILES") or DEFAULT_BUCKET, http=http)
+
+    def describe(self) -> str:
+        return f"Supabase Storage bucket {self.bucket!r}"
+
+    def _api(self) -> Any:
+        return self.client.storage.from_(self.bucket)
+
+    def _ensure_bucket(self) -> None:
+        """Create the bucket (private) when it is missing: the migration makes ``mcp-files``,
+        a configured other name may not exist yet."""
+        if self._bucket_checked:
+            return
+        try:
+            self.client.storage.get_bucket(self.bucket)
+        except StorageApiError as exc:
+            if str(getattr(exc, "status", "")) not in ("400", "404"):
+                raise _storage_error(exc, f"bucket {self.bucket}") from None
+            try:
+                self.client.storage.create_bucket(self.bucket, options={"public": False})
+            except StorageApiError as again:
+                if "exist" not in str(getattr(again, "message", again)).lower():
+                    raise _storage_error(again, f"creating bucket {self.bucket}") from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"cannot reach Supabase Storage: {exc}") from None
+        self._bucket_checked = True
+
+    def put(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
+        """Hash the bytes into a temporary file (1 MiB at a time), then upload them unless the
+        owner already stores the same bytes."""
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        fd, tmp_name = tempfile.mkstemp(prefix="persistence-upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    if isinstance(chunk, str):
+                        raise ValidationError("source", "stream must be opened in binary mode")
+                    size += len(chunk)
+                    if len(head) < HEAD_BYTES:
+                        head += chunk[: HEAD_BYTES - len(head)]
+                    digest.update(chunk)
+                    out.write(chunk)
+            sha = digest.hexdigest()
+            path = storage_path_for(owner, sha)
+            if self.exists(path):
+                return StoredBlob(sha, size, path, head, created=False)
+            self._ensure_bucket()
+            try:
+                with open(tmp_name, "rb") as fh:
+                    self._api().upload(path, fh, {"content-type": sniff_mime(head), "upsert": "false"})
+            except StorageApiError as exc:
+                if str(getattr(exc, "status", "")) == "409" or "duplicate" in str(getattr(exc, "code", "")).lower():
+                    return StoredBlob(sha, size, path, head, created=False)  # a concurrent upload won
+                raise _storage_error(exc, f"uploading {path}") from None
+            except httpx.HTTPError as exc:
+                raise PersistenceError(f"uploading {path} to Supabase Storage failed: {exc}") from None
+            return StoredBlob(sha, size, path, head, created=True)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+
+    def exists(self, storage_path: str) -> bool:
+        try:
+            return bool(self._api().exists(storage_path))
+        except StorageApiError as exc:
+            raise _storage_error(exc, f"checking {storage_path}") from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"cannot reach Supabase Storage: {exc}") from None
+
+    def open(self, storage_path: str) -> BinaryIO:
+        try:
+            return io.BytesIO(self._api().download(storage_path))
+        except StorageApiError as exc:
+            raise _storage_error(exc, f"the bytes of {storage_path} in bucket {self.bucket}") from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"downloading {storage_path} from Supabase Storage failed: {exc}") from None
+
+    def delete(self, storage_path: str) -> bool:
+        try:
+            removed = self._api().remove([storage_path])
+        except StorageApiError as exc:
+            raise _storage_error(exc, f"deleting {storage_path}") from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"deleting {storage_path} from Supabase Storage failed: {exc}") from None
+        return bool(removed)
+
+    def signed_url(self, storage_path: str, expires_in: int) -> str:
+        try:
+            signed = self._api().create_signed_url(storage_path, expires_in)
+        except StorageApiError as exc:
+            raise _storage_error(exc, f"signing {storage_path}") from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"cannot reach Supabase Storage: {exc}") from None
+        url: str = signed["signedURL"]
+        return url
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+
+class SupabaseStore(FunctionStore):
+    backend = "supabase"
+    MISSING_BYTES_CHECK_LIMIT = 200  # each check is a request
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        http_client: httpx.Client | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """``http_client``: the httpx client every request goes through (tests plug a transport
+        in here); by default one with ``timeout`` seconds and no retries."""
+        super().__init__()
+        e = load_env(env)
+        url = e.get("SUPABASE_URL") or ""
+        key = e.get("SUPABASE_SERVICE_ROLE_KEY") or ""
+        if not url or not key:
+            raise StoreOpenError("the supabase backend needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        self.url = f"supabase:{url.rstrip('/')}"  # never the key
+        self.client, http = make_client(
+            url, key, schema=e.get("SUPABASE_DB_SCHEMA") or "public", http_client=http_client, timeout=timeout
+        )
+        self._own_http = http if http_client is None else None
+        self.bucket_name = e.get("SUPABASE_STORAGE_BUCKET_FILES") or DEFAULT_BUCKET
+        self.files = SupabaseStorage(self.client, self.bucket_name)
+        try:
+            self._check_schema()
+            self._sync_package_prices()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_schema(self) -> None:
+        try:
+            applied = {v: n for v, n in self._call("applied_migrations", {})}
+        except StoreOpenError as exc:
+            raise StoreOpenError(f"{self.url} has no persistence schema yet: {exc}") from None
+        known = {m.version: m for m in migration_files()}
+        newer = [
+            f"{v}_{n}" for v, n in applied.items() if v not in known and v > max(known) and n.startswith(OWN_PREFIX)
+        ]
+        if newer:
+            raise SchemaVersionError(
+                f"{self.url} was migrated by a newer version of persistence ({', '.join(newer)}); upgrade the package"
+            )
+        pending = [m.label for v, m in known.items() if v not in applied]
+        if pending:
+            raise StoreOpenError(
+                f"{self.url} needs migrating ({', '.join(pending)}): run `supabase db push` "
+                "or `python -m persistence migrate --url postgresql://…` with the project's database URL"
+            )
+
+    def _call(self, fn: str, args: dict[str, Any]) -> Any:
+        try:
+            return self.client.rpc(fn, {k: jsonable(v) for k, v in args.items()}).execute().data
+        except APIError as exc:
+            raise sql_error(exc.code, exc.message or str(exc), fn) from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"{fn}: cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        files = getattr(self, "files", None)
+        if files is not None:
+            files.close()
+        own = getattr(self, "_own_http", None)
+        if own is not None:
+            own.close()
