@@ -141,6 +141,7 @@ class Outbox:
         batch_size: int = 200,
         max_backoff: float = 30.0,
         lease_seconds: float = LEASE_SECONDS,
+        quiet: float = 0.05,
         start: bool = True,
     ) -> None:
         self.path = Path(path)
@@ -149,8 +150,16 @@ class Outbox:
         self.batch_size = batch_size
         self.max_backoff = max_backoff
         self.lease_seconds = lease_seconds
+        self.quiet = quiet
+        self._draining = threading.Event()  # close() and wait_idle() want delivery now
+        # Two connections: the callers' appends never wait behind the flusher's Python lock,
+        # and only the flusher checkpoints the WAL (PASSIVE, between batches), so copying
+        # pages back into the file never lands on a caller's append.
         self._db = _connect(self.path)
-        self._lock = threading.Lock()  # one connection, shared by callers and the flusher
+        self._db.execute("pragma wal_autocheckpoint = 0")
+        self._lock = threading.Lock()
+        self._fdb = _connect(self.path)
+        self._flock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -202,6 +211,15 @@ class Outbox:
     def _run(self) -> None:
         backoff = 0.0
         while not self._stop.is_set():
+            with contextlib.suppress(sqlite3.Error), self._flock:
+                self._fdb.execute("pragma wal_checkpoint(passive)")
+            if self._busy_burst():
+                # Writes are arriving right now: deliver once they pause (or the batch fills,
+                # or the oldest waits a second), so the flusher's work does not compete with
+                # the server's calls and batches come out bigger.
+                self._wake.wait(self.quiet)
+                self._wake.clear()
+                continue
             try:
                 delivered = self.flush_once()
             except Exception as exc:  # transient: recorded, retried after a pause
@@ -218,17 +236,27 @@ class Outbox:
                 self._wake.wait(1.0)
                 self._wake.clear()
 
+    def _busy_burst(self) -> bool:
+        if self._stop.is_set() or self._draining.is_set():
+            return False
+        with self._flock:
+            n, oldest, newest = self._fdb.execute(
+                "select count(*), min(created_at), max(created_at) from outbox"
+            ).fetchone()
+        now = time.time()
+        return bool(n) and n < self.batch_size and now - newest < self.quiet and now - oldest < 1.0
+
     def depth(self) -> int:
         with self._lock:
             return int(self._db.execute("select count(*) from outbox").fetchone()[0])
 
     def _take_lease(self) -> bool:
         now = time.time()
-        with self._lock, _transaction(self._db):
-            row = self._db.execute("select value, until from outbox_state where name = 'lease'").fetchone()
+        with self._flock, _transaction(self._fdb):
+            row = self._fdb.execute("select value, until from outbox_state where name = 'lease'").fetchone()
             if row and row[0] != self._owner and row[1] and row[1] > now:
                 return False
-            self._db.execute(
+            self._fdb.execute(
                 "insert into outbox_state (name, value, until) values ('lease', ?, ?) "
                 "on conflict (name) do update set value = excluded.value, until = excluded.until",
                 (self._owner, now + self.lease_seconds),
@@ -236,8 +264,8 @@ class Outbox:
         return True
 
     def _release_lease(self) -> None:
-        with self._lock:
-            self._db.execute("delete from outbox_state where name = 'lease' and value = ?", (self._owner,))
+        with self._flock:
+            self._fdb.execute("delete from outbox_state where name = 'lease' and value = ?", (self._owner,))
 
     def flush_once(self) -> int:
         """Deliver one batch (in order); returns how many operations were delivered.
@@ -246,8 +274,8 @@ class Outbox:
         """
         if not self._take_lease():
             return 0  # another process is flushing this outbox
-        with self._lock:
-            rows = self._db.execute(
+        with self._flock:
+            rows = self._fdb.execute(
                 "select id, op, payload from outbox order by id limit ?", (self.batch_size,)
             ).fetchall()
         if not rows:
@@ -255,40 +283,59 @@ class Outbox:
         store = self._store_now()
         done: list[int] = []
         try:
-            for row_id, op, payload in rows:
-                try:
-                    OPS[op](store, json.loads(payload))
-                except PERMANENT_ERRORS as exc:
-                    # It will never succeed: set aside (kept, reported) so it blocks nothing.
-                    log.error("outbox: %s #%s refused by the store, moved to outbox_dead: %s", op, row_id, exc)
-                    with self._lock, _transaction(self._db):
-                        self._db.execute(
-                            "insert into outbox_dead (id, op, key, payload, created_at, failed_at, error) "
-                            "select id, op, key, payload, created_at, ?, ? from outbox where id = ?",
-                            (time.time(), f"{type(exc).__name__}: {exc}", row_id),
-                        )
-                        self._db.execute("delete from outbox where id = ?", (row_id,))
-                    continue
-                except Exception:
-                    with self._lock:
-                        self._db.execute("update outbox set attempts = attempts + 1 where id = ?", (row_id,))
-                    raise
-                done.append(row_id)
+            i = 0
+            while i < len(rows):
+                # Consecutive messages go in one batch: one transaction, one round trip.
+                j = i
+                while j < len(rows) and rows[j][1] == "record_message":
+                    j += 1
+                if j - i > 1:
+                    try:
+                        store.record_messages([json.loads(payload) for _, _, payload in rows[i:j]])
+                    except PERMANENT_ERRORS:
+                        pass  # one of them is bad: deliver them one by one to set it aside
+                    else:
+                        done.extend(row_id for row_id, _, _ in rows[i:j])
+                        i = j
+                        continue
+                row_id, op, payload = rows[i]
+                self._deliver_one(store, row_id, op, payload, done)
+                i += 1
         finally:
             if done:
-                with self._lock, _transaction(self._db):
-                    self._db.executemany("delete from outbox where id = ?", [(i,) for i in done])
-                    self._db.execute(
+                with self._flock, _transaction(self._fdb):
+                    self._fdb.executemany("delete from outbox where id = ?", [(i,) for i in done])
+                    self._fdb.execute(
                         "insert into outbox_state (name, value, until) values ('last_delivery', ?, ?) "
                         "on conflict (name) do update set value = excluded.value, until = excluded.until",
                         (str(len(done)), time.time()),
                     )
         return len(done)
 
+    def _deliver_one(self, store: Store, row_id: int, op: str, payload: str, done: list[int]) -> None:
+        try:
+            OPS[op](store, json.loads(payload))
+        except PERMANENT_ERRORS as exc:
+            # It will never succeed: set aside (kept, reported) so it blocks nothing.
+            log.error("outbox: %s #%s refused by the store, moved to outbox_dead: %s", op, row_id, exc)
+            with self._flock, _transaction(self._fdb):
+                self._fdb.execute(
+                    "insert into outbox_dead (id, op, key, payload, created_at, failed_at, error) "
+                    "select id, op, key, payload, created_at, ?, ? from outbox where id = ?",
+                    (time.time(), f"{type(exc).__name__}: {exc}", row_id),
+                )
+                self._fdb.execute("delete from outbox where id = ?", (row_id,))
+            return
+        except Exception:
+            with self._flock:
+                self._fdb.execute("update outbox set attempts = attempts + 1 where id = ?", (row_id,))
+            raise
+        done.append(row_id)
+
     def _record_error(self, exc: BaseException) -> None:
         log.warning("outbox: delivery failed, will retry: %s: %s", type(exc).__name__, exc)
-        with contextlib.suppress(sqlite3.Error), self._lock:
-            self._db.execute(
+        with contextlib.suppress(sqlite3.Error), self._flock:
+            self._fdb.execute(
                 "insert into outbox_state (name, value, until) values ('last_error', ?, ?) "
                 "on conflict (name) do update set value = excluded.value, until = excluded.until",
                 (f"{type(exc).__name__}: {exc}"[:500], time.time()),
@@ -303,13 +350,18 @@ class Outbox:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything queued so far is delivered; False on timeout."""
-        self._wake.set()
-        return self._idle.wait(timeout) if self.depth() else True
+        self._draining.set()
+        try:
+            self._wake.set()
+            return self._idle.wait(timeout) if self.depth() else True
+        finally:
+            self._draining.clear()
 
     def close(self, timeout: float = 5.0) -> int:
         """Deliver what can be delivered within ``timeout`` seconds, then stop. Returns how
         many operations are left in the file for the next start."""
         deadline = time.monotonic() + timeout
+        self._draining.set()
         while self.depth() and time.monotonic() < deadline and self._thread and self._thread.is_alive():
             self._wake.set()
             self._idle.wait(min(0.1, max(0.0, deadline - time.monotonic())))
@@ -321,6 +373,10 @@ class Outbox:
         left = self.depth()
         with self._lock:
             self._db.close()
+        with self._flock:
+            with contextlib.suppress(sqlite3.Error):
+                self._fdb.execute("pragma wal_checkpoint(truncate)")
+            self._fdb.close()
         if self._store is not None and not isinstance(self._store_or_factory, Store):
             self._store.close()
         if left:

@@ -578,65 +578,81 @@ class SQLiteStore(Store):
 
     def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
         try:
-            return self._insert_message(continuation_id, msg)
+            with self._write() as db:
+                return self._append(db, continuation_id, msg)
         except _AlreadyStored as stored:  # a retry: the transaction rolled back, nothing written
-            if stored.message.continuation_id != continuation_id:
-                raise ConflictError(
-                    f"message_id {msg.id} already belongs to conversation {stored.message.continuation_id!r}, "
-                    f"not {continuation_id!r}"
-                ) from None
-            return stored.message
+            return self._same_thread(stored.message, continuation_id)
 
-    def _insert_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
+    def _record_messages(self, items: list[tuple[str, PreparedMessage]]) -> list[Message]:
+        out = []
         with self._write() as db:
-            conv = self._ensure_conversation(db, continuation_id, msg.created_at, msg.tool_name)
-            seq = db.execute(
-                "select coalesce(max(seq), 0) + 1 from messages where conversation_id = ?", (conv["id"],)
-            ).fetchone()[0]
-            try:
-                self._insert_messages(db, conv["id"], conv["user_id"], [(seq, msg)])
-            except ConflictError:
-                # The id is the idempotency key: insert first and look only when it collides,
-                # so the common case costs no extra lookup.
-                existing = db.execute(
-                    f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id "
-                    "where m.id = ?",
-                    (msg.id,),
-                ).fetchone()
-                if existing is None:
-                    raise
-                raise _AlreadyStored(self._message(existing)) from None
-            u = msg.usage
-            db.execute(
-                """update conversations set
-                       message_count = message_count + 1,
-                       total_tokens = total_tokens + :total,
-                       input_tokens = input_tokens + :i, cached_input_tokens = cached_input_tokens + :ci,
-                       cache_write_tokens = cache_write_tokens + :cw, output_tokens = output_tokens + :o,
-                       reasoning_tokens = reasoning_tokens + :r,
-                       total_cost = total_cost + :cost,
-                       unpriced_messages = unpriced_messages + :unpriced,
-                       model_used = case when :model is not null and :at >= updated_at then :model
-                                         else coalesce(model_used, :model) end,
-                       title = coalesce(title, :title),
-                       updated_at = max(updated_at, :at)
-                   where id = :id""",
-                {
-                    "total": u.total,
-                    "i": u.input_tokens,
-                    "ci": u.cached_input_tokens,
-                    "cw": u.cache_write_tokens,
-                    "o": u.output_tokens,
-                    "r": u.reasoning_tokens,
-                    "cost": msg.cost or 0.0,
-                    "unpriced": int(msg.unpriced),
-                    "model": msg.model,
-                    "at": _ts(msg.created_at),
-                    "title": msg.title_hint,
-                    "id": conv["id"],
-                },
+            for continuation_id, msg in items:
+                try:
+                    out.append(self._append(db, continuation_id, msg))
+                except _AlreadyStored as stored:  # only the failed insert was undone
+                    out.append(self._same_thread(stored.message, continuation_id))
+        return out
+
+    @staticmethod
+    def _same_thread(message: Message, continuation_id: str) -> Message:
+        if message.continuation_id != continuation_id:
+            raise ConflictError(
+                f"message_id {message.id} already belongs to conversation {message.continuation_id!r}, "
+                f"not {continuation_id!r}"
             )
-            db.execute(_ROLLUP_UPSERT, self._rollup_params(conv["user_id"], msg))
+        return message
+
+    def _append(self, db: sqlite3.Connection, continuation_id: str, msg: PreparedMessage) -> Message:
+        """Write one message inside the caller's transaction: the row, its seq, the thread's
+        totals and the rollup. Raises _AlreadyStored when the id is taken (writing nothing)."""
+        conv = self._ensure_conversation(db, continuation_id, msg.created_at, msg.tool_name)
+        seq = db.execute(
+            "select coalesce(max(seq), 0) + 1 from messages where conversation_id = ?", (conv["id"],)
+        ).fetchone()[0]
+        try:
+            self._insert_messages(db, conv["id"], conv["user_id"], [(seq, msg)])
+        except ConflictError:
+            # The id is the idempotency key: insert first and look only when it collides,
+            # so the common case costs no extra lookup.
+            existing = db.execute(
+                f"select {_MESSAGE_COLUMNS} from messages m join conversations c on c.id = m.conversation_id "
+                "where m.id = ?",
+                (msg.id,),
+            ).fetchone()
+            if existing is None:
+                raise
+            raise _AlreadyStored(self._message(existing)) from None
+        u = msg.usage
+        db.execute(
+            """update conversations set
+                   message_count = message_count + 1,
+                   total_tokens = total_tokens + :total,
+                   input_tokens = input_tokens + :i, cached_input_tokens = cached_input_tokens + :ci,
+                   cache_write_tokens = cache_write_tokens + :cw, output_tokens = output_tokens + :o,
+                   reasoning_tokens = reasoning_tokens + :r,
+                   total_cost = total_cost + :cost,
+                   unpriced_messages = unpriced_messages + :unpriced,
+                   model_used = case when :model is not null and :at >= updated_at then :model
+                                     else coalesce(model_used, :model) end,
+                   title = coalesce(title, :title),
+                   updated_at = max(updated_at, :at)
+               where id = :id""",
+            {
+                "total": u.total,
+                "i": u.input_tokens,
+                "ci": u.cached_input_tokens,
+                "cw": u.cache_write_tokens,
+                "o": u.output_tokens,
+                "r": u.reasoning_tokens,
+                "cost": msg.cost or 0.0,
+                "unpriced": int(msg.unpriced),
+                "model": msg.model,
+                "at": _ts(msg.created_at),
+                "title": msg.title_hint,
+                "id": conv["id"],
+            },
+        )
+        db.execute(_ROLLUP_UPSERT, self._rollup_params(conv["user_id"], msg))
         return Message(
             id=msg.id,
             conversation_id=conv["id"],

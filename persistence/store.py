@@ -369,6 +369,31 @@ class Store(abc.ABC):
         )
         return self._record_message(cid, prepared)
 
+    def record_messages(self, messages: Iterable[dict[str, Any]]) -> list[Message]:
+        """Append many turns in one transaction (and one round trip on Postgres and Supabase).
+
+        Each item is a dict of :meth:`record_message`'s arguments, ``continuation_id``,
+        ``role`` and ``content`` included. All or nothing: every item is validated first (an
+        error names ``messages[i].field``) and a failure rolls the whole batch back. Items
+        already stored (same ``message_id``) are returned as stored, as a retry would be.
+        """
+        items: list[tuple[str, PreparedMessage]] = []
+        for i, raw in enumerate(messages):
+            if not isinstance(raw, dict):
+                raise ValidationError(f"messages[{i}]", f"expected a dict, got {type(raw).__name__}")
+            args = dict(raw)
+            try:
+                for required in ("continuation_id", "role", "content"):
+                    if required not in args:
+                        raise ValidationError(required, "is required")
+                cid = v.check_id(args.pop("continuation_id"), "continuation_id")
+                items.append((cid, self.prepare_message(args.pop("role"), args.pop("content"), **args)))
+            except ValidationError as exc:
+                raise ValidationError(f"messages[{i}].{exc.field}", exc.message) from None
+            except TypeError as exc:
+                raise ValidationError(f"messages[{i}]", str(exc)) from None
+        return self._record_messages(items) if items else []
+
     def put_file(
         self,
         source: Any,
@@ -831,6 +856,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message: ...
+
+    @abc.abstractmethod
+    def _record_messages(self, items: list[tuple[str, PreparedMessage]]) -> list[Message]: ...
 
     @abc.abstractmethod
     def _put_bytes(self, stream: BinaryIO, owner: str | None) -> Any: ...

@@ -4,6 +4,7 @@ that ran the plan's migrations, and the usage schemas SQLite and Postgres expose
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -25,7 +26,20 @@ from conftest import IN_CI, create_database, drop_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-PLAN_DIR = Path(__file__).resolve().parents[2] / "shared" / "plan"
+# The plan's original SQL sits in ../shared/plan beside the checkout (PERSISTENCE_PLAN_DIR
+# overrides; /work/shared/plan is where it lives on the team's machines).
+PLAN_DIR = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("PERSISTENCE_PLAN_DIR", "/nonexistent")),
+            Path(__file__).resolve().parents[2] / "shared" / "plan",
+            Path("/work/shared/plan"),
+        )
+        if p.is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "plan",
+)
 T0 = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
 
 

@@ -45,6 +45,11 @@ class Backend:
                     raise ConnectionError("server closed the connection unexpectedly")
                 return super().record_message(*a, **kw)
 
+            def record_messages(self, *a, **kw):  # type: ignore[no-untyped-def]
+                if backend.down.is_set():
+                    raise ConnectionError("server closed the connection unexpectedly")
+                return super().record_messages(*a, **kw)
+
         store.__class__ = FlakyStore
         return store
 

@@ -117,3 +117,45 @@ def test_a_failed_step_leaves_nothing_half_written(sqlite_store: SQLiteStore, mo
     store.check_fts()
     # And the store still works: the next seq is 2, not 3.
     assert store.record_message("t-atomic", "assistant", "after").seq == 2
+
+
+def test_record_messages_writes_a_batch_all_or_nothing(store: persistence.Store) -> None:
+    mid = str(uuid.uuid4())
+    batch = [
+        {"continuation_id": "t-batch", "role": "user", "content": "first", "message_id": mid, "created_at": T0},
+        {"continuation_id": "t-batch", "role": "assistant", "content": "second", "model": "glm-4.6", "usage": USAGE},
+        {"continuation_id": "t-other", "role": "user", "content": "elsewhere"},
+    ]
+    stored = store.record_messages(batch)
+    assert [(m.continuation_id, m.seq, m.content) for m in stored] == [
+        ("t-batch", 1, "first"),
+        ("t-batch", 2, "second"),
+        ("t-other", 1, "elsewhere"),
+    ]
+    assert stored[1].cost_usd is not None and stored[1].cost_usd > 0
+    # A retried batch: stored items come back as stored, new ones are appended.
+    again = store.record_messages([batch[0], {"continuation_id": "t-batch", "role": "user", "content": "third"}])
+    assert [(m.id, m.seq) for m in again] == [(mid, 1), (again[1].id, 3)]
+    conv = store.get_conversation("t-batch")
+    assert conv is not None and conv.message_count == 3 and conv.total_tokens == 1000
+    # One bad item refuses the whole batch before anything is written, naming the item.
+    with pytest.raises(persistence.ValidationError) as info:
+        store.record_messages(
+            [
+                {"continuation_id": "t-new", "role": "user", "content": "ok"},
+                {"continuation_id": "t-new", "role": "robot", "content": "x"},
+            ]
+        )
+    assert info.value.field == "messages[1].role"
+    with pytest.raises(persistence.ValidationError, match=r"messages\[0\]\.continuation_id"):
+        store.record_messages([{"role": "user", "content": "no thread"}])
+    # A conflict found by the database rolls the batch back too.
+    with pytest.raises(ConflictError):
+        store.record_messages(
+            [
+                {"continuation_id": "t-new", "role": "user", "content": "ok"},
+                {**batch[0], "continuation_id": "t-elsewhere"},
+            ]
+        )
+    assert store.get_conversation("t-new") is None and store.get_conversation("t-elsewhere") is None
+    assert store.record_messages([]) == []

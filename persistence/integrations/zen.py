@@ -140,33 +140,47 @@ def apply_snapshot(store: Store, payload: dict[str, Any]) -> None:
         store.update_conversation(cid, expires_at=expires_at, metadata={**conv.metadata, "zen": zen_fields})
     stored = store.get_conversation(cid)
     have = {m.id for m in stored.messages} if stored else set()
+    new_turns: list[dict[str, Any]] = []
     for i, turn in enumerate(ctx["turns"]):
         content = raw_prompt(turn["content"]) if turn["role"] == "user" else turn["content"]
         mid = turn_id(cid, turn, content)
         if mid in have:
             continue
-        fields = {k: v for k, v in turn.items() if k not in _TURN_COLUMNS}
-        model_metadata = turn.get("model_metadata")
-        usage = model_metadata.get("usage") if isinstance(model_metadata, dict) else None
-        kwargs: dict[str, Any] = {
-            "model": turn.get("model_name"),
-            "provider": turn.get("model_provider"),
-            "tool_name": turn.get("tool_name"),
-            "files": turn.get("files") or (),
-            "images": turn.get("images") or (),
-            "metadata": {"zen": fields},
-            "message_id": mid,
-            "created_at": _parse_time(turn["timestamp"], f"value.turns[{i}].timestamp"),
-        }
-        try:
-            store.record_message(cid, turn["role"], content, usage=usage, **kwargs)
-        except ValidationError as exc:
-            if not exc.field.startswith("usage"):
-                raise
-            # A malformed usage report must not cost the turn: keep it, unpriced, with the report.
-            log.warning("thread %s turn %d: usage refused (%s); stored without token counts", cid, i, exc)
-            store.record_message(cid, turn["role"], content, usage={"unrecognised": usage}, **kwargs)
         have.add(mid)
+        model_metadata = turn.get("model_metadata")
+        new_turns.append(
+            {
+                "continuation_id": cid,
+                "role": turn["role"],
+                "content": content,
+                "usage": model_metadata.get("usage") if isinstance(model_metadata, dict) else None,
+                "model": turn.get("model_name"),
+                "provider": turn.get("model_provider"),
+                "tool_name": turn.get("tool_name"),
+                "files": turn.get("files") or (),
+                "images": turn.get("images") or (),
+                "metadata": {"zen": {k: v for k, v in turn.items() if k not in _TURN_COLUMNS}},
+                "message_id": mid,
+                "created_at": _parse_time(turn["timestamp"], f"value.turns[{i}].timestamp"),
+            }
+        )
+    # The new turns in one batch (one round trip on a remote store). A malformed usage report
+    # must not cost the turn: it is kept unrecognised (the turn is then unpriced) and the
+    # batch is sent again.
+    for _ in range(len(new_turns) + 1):
+        try:
+            store.record_messages(new_turns)
+            return
+        except ValidationError as exc:
+            m = _BATCH_USAGE_FIELD.match(exc.field)
+            if m is None:
+                raise
+            item = new_turns[int(m.group(1))]
+            log.warning("thread %s: usage refused (%s); stored without token counts", cid, exc)
+            item["usage"] = {"unrecognised": item["usage"]}
+
+
+_BATCH_USAGE_FIELD = re.compile(r"^messages\[(\d+)\]\.usage")
 
 
 def thread_context_json(conv: Any, max_turns: int) -> str:

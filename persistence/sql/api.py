@@ -326,37 +326,45 @@ class FunctionStore(Store):
             self._call("update_conversation", {"p_continuation_id": continuation_id, "p_changes": J(payload)})
         )
 
-    def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
+    @staticmethod
+    def _message_args(continuation_id: str, msg: PreparedMessage) -> dict[str, Any]:
+        """record_message's arguments (without the p_ prefix), as record_messages takes them."""
         u = msg.usage
-        return self._message(
-            self._call(
-                "record_message",
-                {
-                    "p_continuation_id": continuation_id,
-                    "p_id": msg.id,
-                    "p_role": msg.role,
-                    "p_content": msg.content,
-                    "p_created_at": msg.created_at,
-                    "p_model": msg.model,
-                    "p_provider": msg.provider,
-                    "p_tool_name": msg.tool_name,
-                    "p_input_tokens": u.input_tokens,
-                    "p_cached_input_tokens": u.cached_input_tokens,
-                    "p_cache_write_tokens": u.cache_write_tokens,
-                    "p_output_tokens": u.output_tokens,
-                    "p_reasoning_tokens": u.reasoning_tokens,
-                    "p_cost": msg.cost,
-                    "p_price_id": msg.price_id,
-                    "p_unpriced": msg.unpriced,
-                    "p_duration_ms": msg.duration_ms,
-                    "p_files": list(msg.files),
-                    "p_images": list(msg.images),
-                    "p_metadata": J(msg.metadata),
-                    "p_search_extra": msg.search_extra,
-                    "p_title": msg.title_hint,
-                },
-            )
-        )
+        return {
+            "continuation_id": continuation_id,
+            "id": msg.id,
+            "role": msg.role,
+            "content": msg.content,
+            "created_at": msg.created_at,
+            "model": msg.model,
+            "provider": msg.provider,
+            "tool_name": msg.tool_name,
+            "input_tokens": u.input_tokens,
+            "cached_input_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "output_tokens": u.output_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+            "cost": msg.cost,
+            "price_id": msg.price_id,
+            "unpriced": msg.unpriced,
+            "duration_ms": msg.duration_ms,
+            "files": list(msg.files),
+            "images": list(msg.images),
+            "metadata": msg.metadata,
+            "search_extra": msg.search_extra,
+            "title": msg.title_hint,
+        }
+
+    def _record_message(self, continuation_id: str, msg: PreparedMessage) -> Message:
+        args = self._message_args(continuation_id, msg)
+        args["metadata"] = J(msg.metadata)
+        return self._message(self._call("record_message", {f"p_{k}": val for k, val in args.items()}))
+
+    def _record_messages(self, items: list[tuple[str, PreparedMessage]]) -> list[Message]:
+        batch = [self._message_args(cid, msg) for cid, msg in items]
+        for item in batch:
+            item["created_at"] = item["created_at"].isoformat()
+        return [self._message(m) for m in self._call("record_messages", {"p_items": J(batch)})]
 
     def _get_conversation(self, continuation_id: str, last: int | None) -> Conversation | None:
         d = self._call("get_conversation", {"p_continuation_id": continuation_id, "p_last": last})

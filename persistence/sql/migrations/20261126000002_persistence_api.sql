@@ -277,6 +277,49 @@ comment on function public.record_message is
     'Append a turn in one transaction: the message, its seq, the thread''s totals and the daily rollup. '
     'Creates the thread when missing. Idempotent on p_id. Tokens, cost and price come priced by the caller.';
 
+-- Many turns in one transaction and one round trip: what the write outbox's flusher and bulk
+-- writers use. Each item is record_message's arguments without the p_ prefix. All or nothing.
+create or replace function public.record_messages(p_items jsonb)
+returns jsonb
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+    v_item jsonb;
+    v_out jsonb := '[]';
+begin
+    for v_item in select value from jsonb_array_elements(p_items) loop
+        v_out := v_out || jsonb_build_array(public.record_message(
+            p_continuation_id => v_item->>'continuation_id',
+            p_id => (v_item->>'id')::uuid,
+            p_role => v_item->>'role',
+            p_content => v_item->>'content',
+            p_created_at => (v_item->>'created_at')::timestamptz,
+            p_model => v_item->>'model',
+            p_provider => v_item->>'provider',
+            p_tool_name => v_item->>'tool_name',
+            p_input_tokens => (v_item->>'input_tokens')::bigint,
+            p_cached_input_tokens => (v_item->>'cached_input_tokens')::bigint,
+            p_cache_write_tokens => (v_item->>'cache_write_tokens')::bigint,
+            p_output_tokens => (v_item->>'output_tokens')::bigint,
+            p_reasoning_tokens => (v_item->>'reasoning_tokens')::bigint,
+            p_cost => (v_item->>'cost')::numeric,
+            p_price_id => v_item->>'price_id',
+            p_unpriced => (v_item->>'unpriced')::boolean,
+            p_duration_ms => (v_item->>'duration_ms')::bigint,
+            p_files => array(select jsonb_array_elements_text(v_item->'files')),
+            p_images => array(select jsonb_array_elements_text(v_item->'images')),
+            p_metadata => v_item->'metadata',
+            p_search_extra => v_item->>'search_extra',
+            p_title => v_item->>'title'));
+    end loop;
+    return v_out;
+end;
+$$;
+comment on function public.record_messages is
+    'record_message for many turns in one transaction (all or nothing); returns the messages in order.';
+
 create or replace function public.get_conversation(p_continuation_id text, p_last bigint default null)
 returns jsonb
 language plpgsql
@@ -1422,7 +1465,8 @@ comment on function public.applied_migrations is
 
 revoke all on function
     public.message_json, public.file_json, public.lock_conversation, public.start_conversation,
-    public.update_conversation, public.record_message, public.get_conversation, public.get_messages,
+    public.update_conversation, public.record_message, public.record_messages, public.get_conversation,
+    public.get_messages,
     public.get_message, public.conversations_where, public.list_conversations, public.count_conversations,
     public.conversation_ids, public.search_messages, public.put_file_metadata, public.link_file, public.get_file,
     public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file,
@@ -1435,7 +1479,8 @@ from public, anon, authenticated;
 -- Row level security confines these to the caller's own rows.
 grant execute on function
     public.message_json, public.file_json, public.lock_conversation, public.start_conversation,
-    public.update_conversation, public.record_message, public.get_conversation, public.get_messages,
+    public.update_conversation, public.record_message, public.record_messages, public.get_conversation,
+    public.get_messages,
     public.get_message, public.conversations_where, public.list_conversations, public.count_conversations,
     public.conversation_ids, public.search_messages, public.put_file_metadata, public.link_file, public.get_file,
     public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file,
@@ -1446,7 +1491,8 @@ to authenticated;
 -- Maintenance, prices, bulk import and the migration history: the server (service role) only.
 grant execute on function
     public.message_json, public.file_json, public.lock_conversation, public.start_conversation,
-    public.update_conversation, public.record_message, public.get_conversation, public.get_messages,
+    public.update_conversation, public.record_message, public.record_messages, public.get_conversation,
+    public.get_messages,
     public.get_message, public.conversations_where, public.list_conversations, public.count_conversations,
     public.conversation_ids, public.search_messages, public.put_file_metadata, public.link_file, public.get_file,
     public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file,
