@@ -1,4 +1,5 @@
-"""``python -m persistence``: migrate, demo, doctor, search, export, import, reprice, report, prune.
+"""``python -m persistence``: migrate, demo, doctor, search, export, import, reprice, report, prune,
+import-files, copy.
 
 Every command takes ``--url`` (default: the store ``open_store()`` resolves from the
 environment). Long work shows a progress bar on stderr; data goes to stdout.
@@ -305,6 +306,56 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_files(args: argparse.Namespace) -> int:
+    from .migration import _walk, import_folder
+
+    folder = Path(args.folder)
+    total = sum(1 for _ in _walk(folder)) if folder.is_dir() else 0
+    with _open(args) as store, _progress(total, "files", " files") as bar:
+        r = import_folder(store, folder, tags=tuple(args.tag or ()), session_id=args.session_id, progress=bar.update)
+    for rel, why in r.refusals:
+        print(f"rejected {rel}: {why}", file=sys.stderr)
+    print(
+        f"new {r.new:,} ({_size(r.new_bytes)}), deduplicated {r.deduplicated:,} ({_size(r.deduplicated_bytes)}), "
+        f"skipped {r.skipped:,} ({_size(r.skipped_bytes)}), rejected {r.rejected:,} ({_size(r.rejected_bytes)})"
+    )
+    return 1 if r.rejected and not (r.new or r.deduplicated or r.skipped) else 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from .migration import copy_store, verify_stores
+
+    with open_store(args.source) as source, open_store(args.target) as target:
+        bars: dict[str, tqdm] = {}
+        totals = {"threads": source.count_conversations(), "uploads": int(source.storage_usage(())["uploads"].iloc[0])}
+
+        def progress(kind: str, n: int) -> None:
+            if kind not in bars:
+                bars[kind] = _progress(totals.get(kind), kind, f" {kind}")
+            bars[kind].update(n)
+
+        try:
+            r = copy_store(source, target, progress=progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
+        print(
+            f"Copied {r.conversations:,} threads ({r.conversations_skipped:,} already there), {r.messages:,} messages "
+            f"({r.messages_skipped:,} already there), {r.uploads:,} uploads ({r.uploads_skipped:,} already there), "
+            f"{r.objects_copied:,} stored files ({_size(r.bytes_copied)}), {r.provider_files:,} provider file ids, "
+            f"{r.prices:,} prices: {source.url} -> {target.url}"
+        )
+        if not args.verify:
+            return 0
+        problems = verify_stores(source, target)
+    for problem in problems:
+        print(f"DIFFERENCE: {problem}")
+    print(
+        "Verified: the target holds everything the source does." if not problems else f"{len(problems)} difference(s)."
+    )
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m persistence", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -343,6 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("import", cmd_import, "read threads from JSONL written by export (idempotent)")
     p.add_argument("files", nargs="+", help="JSONL files, - for stdin")
+
+    p = add("import-files", cmd_import_files, "store a folder of existing files (hash, dedup, sniffed type)")
+    p.add_argument("folder", help="the folder to walk (e.g. the server's old local file directory)")
+    p.add_argument("--tag", action="append", help="tag every file (repeatable)")
+    p.add_argument("--session-id", help="record the uploads under this session")
+
+    p = sub.add_parser(
+        "copy", help="copy one store into another, then --verify", description="copy one store into another"
+    )
+    p.add_argument("--from", dest="source", required=True, help="the store to copy from")
+    p.add_argument("--to", dest="target", required=True, help="the store to copy into (e.g. supabase)")
+    p.add_argument("--verify", action="store_true", help="then compare counts, message hashes and file hashes")
+    p.set_defaults(func=cmd_copy)
 
     p = add("reprice", cmd_reprice, "recompute stored costs from the price table")
     p.add_argument("--prices", type=Path, help="a TOML price file to add first (format of data/model_prices.toml)")

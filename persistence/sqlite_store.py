@@ -914,7 +914,7 @@ class SQLiteStore(Store):
                 )
             else:
                 file_id = row["id"]
-            upload_id = str(uuid.uuid4())
+            upload_id = f.get("upload_id") or str(uuid.uuid4())
             db.execute(
                 """insert into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
                        conversation_id, tags, description, metadata, created_at)
@@ -1478,6 +1478,10 @@ class SQLiteStore(Store):
             params.append(purpose)
         row = self._conn().execute(sql + " order by p.created_at desc limit 1", params).fetchone()
         return None if row is None else self._provider_file(row)
+
+    def _list_provider_files(self) -> list[ProviderFile]:
+        rows = self._conn().execute(self._PROVIDER_SELECT + " order by p.created_at, p.id").fetchall()
+        return [self._provider_file(r) for r in rows]
 
     def _upload_activity(self, session_id: str, since: datetime) -> tuple[int, int]:
         row = (

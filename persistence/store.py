@@ -407,6 +407,7 @@ class Store(abc.ABC):
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
         created_at: datetime | None = None,
+        upload_id: str | None = None,
     ) -> StoredFile:
         """Store a file (a path, bytes or binary stream), streamed and hashed.
 
@@ -416,6 +417,9 @@ class Store(abc.ABC):
         sniffed from the bytes unless given; the upload rules (:mod:`persistence.uploads`:
         size, allowed types sniffed from the bytes, per-session rate) refuse with
         :class:`~persistence.uploads.UploadRefusedError` and store nothing.
+
+        ``upload_id`` is an idempotency key, as ``message_id`` is for messages: an upload
+        with this id already stored is returned as it is, and nothing is read or written.
         """
         if filename is None:
             name = getattr(source, "name", None) if not isinstance(source, bytes | bytearray) else None
@@ -430,6 +434,11 @@ class Store(abc.ABC):
         desc = v.optional_text(description, "description", max_length=10_000)
         meta = v.check_json(metadata, "metadata")
         created = v.optional_utc(created_at, "created_at") or now()
+        if upload_id is not None:
+            upload_id = v.check_uuid(upload_id, "upload_id")
+            existing = self._get_file(upload_id)
+            if existing is not None and existing.upload_id == upload_id:
+                return dataclasses.replace(existing, deduplicated=True)
         if mime_type is not None and (not isinstance(mime_type, str) or "/" not in mime_type or len(mime_type) > 200):
             raise ValidationError("mime_type", f"{mime_type!r} is not a MIME type like 'text/plain'")
         rules = self.upload_rules
@@ -469,6 +478,7 @@ class Store(abc.ABC):
             description=desc,
             metadata=meta,
             created_at=created,
+            upload_id=upload_id,
         )
 
     # -- reads -------------------------------------------------------------------------
@@ -824,6 +834,10 @@ class Store(abc.ABC):
             at=now(),
         )
 
+    def list_provider_files(self) -> list[ProviderFile]:
+        """Every provider upload on record (expired ones included), oldest first."""
+        return self._list_provider_files()
+
     def doctor(self) -> dict[str, Any]:
         """Health and size figures for ``python -m persistence doctor`` and the app, with the
         write outbox's depth, oldest age and last error when one exists for this store."""
@@ -972,6 +986,9 @@ class Store(abc.ABC):
     def _find_provider_file(
         self, file_hash: str, provider: str, *, purpose: str | None, user_id: str | None, at: datetime
     ) -> ProviderFile | None: ...
+
+    @abc.abstractmethod
+    def _list_provider_files(self) -> list[ProviderFile]: ...
 
     @abc.abstractmethod
     def _upload_activity(self, session_id: str, since: datetime) -> tuple[int, int]:

@@ -494,7 +494,7 @@ class FunctionStore(Store):
                 "put_file_metadata",
                 {
                     "p_file_id": file_id_for(f["storage_path"]),
-                    "p_upload_id": str(uuid.uuid4()),
+                    "p_upload_id": f.get("upload_id") or str(uuid.uuid4()),
                     "p_file_hash": f["blob_sha256"],
                     "p_file_size": f["size"],
                     "p_storage_path": f["storage_path"],
@@ -594,6 +594,9 @@ class FunctionStore(Store):
                 },
             )
         )
+
+    def _list_provider_files(self) -> list[ProviderFile]:
+        return [self._provider_file(d) for d in self._call("list_provider_files", {})]
 
     def _find_provider_file(
         self, file_hash: str, provider: str, *, purpose: str | None, user_id: str | None, at: datetime

@@ -895,6 +895,18 @@ as $$
 $$;
 comment on function public.find_provider_file is 'The unexpired provider upload of these bytes, or null: upload only on a miss.';
 
+create or replace function public.list_provider_files()
+returns jsonb
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+    select coalesce(jsonb_agg(to_jsonb(p) || jsonb_build_object('file_hash', f.file_hash) order by p.created_at, p.id), '[]')
+    from public.provider_files p join public.files f on f.id = p.file_id
+$$;
+comment on function public.list_provider_files is 'Every provider upload on record, oldest first (copying a store).';
+
 create or replace function public.upload_activity(p_session_id text, p_since timestamptz)
 returns jsonb
 language sql
@@ -1469,7 +1481,7 @@ revoke all on function
     public.get_messages,
     public.get_message, public.conversations_where, public.list_conversations, public.count_conversations,
     public.conversation_ids, public.search_messages, public.put_file_metadata, public.link_file, public.get_file,
-    public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file,
+    public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file, public.list_provider_files,
     public.upload_activity, public.usage_report, public.storage_usage_report, public.facets,
     public.list_model_prices, public.upsert_model_prices, public.sync_package_prices, public.import_batch,
     public.reprice_scan, public.reprice_apply, public.prune, public.store_doctor, public.file_paths,
@@ -1483,7 +1495,7 @@ grant execute on function
     public.get_messages,
     public.get_message, public.conversations_where, public.list_conversations, public.count_conversations,
     public.conversation_ids, public.search_messages, public.put_file_metadata, public.link_file, public.get_file,
-    public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file,
+    public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file, public.list_provider_files,
     public.upload_activity, public.usage_report, public.storage_usage_report, public.facets,
     public.list_model_prices
 to authenticated;
@@ -1495,7 +1507,7 @@ grant execute on function
     public.get_messages,
     public.get_message, public.conversations_where, public.list_conversations, public.count_conversations,
     public.conversation_ids, public.search_messages, public.put_file_metadata, public.link_file, public.get_file,
-    public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file,
+    public.list_files, public.file_conversations, public.record_provider_file, public.find_provider_file, public.list_provider_files,
     public.upload_activity, public.usage_report, public.storage_usage_report, public.facets,
     public.list_model_prices, public.upsert_model_prices, public.sync_package_prices, public.import_batch,
     public.reprice_scan, public.reprice_apply, public.prune, public.store_doctor, public.file_paths,
