@@ -179,6 +179,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _read_jsonl(paths: Sequence[str]) -> Iterator[dict[str, Any]]:
     for path in paths:
+        if path.endswith(".json"):  # one JSON document: an object, or a list of them
+            try:
+                doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValidationError(path, f"cannot read JSON: {exc}") from None
+            yield from doc if isinstance(doc, list) else [doc]
+            continue
         fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
         try:
             for n, line in enumerate(fh, 1):
@@ -194,17 +201,26 @@ def _read_jsonl(paths: Sequence[str]) -> Iterator[dict[str, Any]]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .integrations.zen import import_thread_context
+
+    contexts = context_turns = 0
     with _open(args) as store, _progress(None, "import", " threads") as bar:
 
-        def counted() -> Iterator[dict[str, Any]]:
+        def records() -> Iterator[dict[str, Any]]:
+            nonlocal contexts, context_turns
             for record in _read_jsonl(args.files):
                 bar.update(1)
-                yield record
+                if isinstance(record, dict) and "format" not in record and "thread_id" in record and "turns" in record:
+                    context_turns += import_thread_context(store, record)  # the MCP server's own JSON
+                    contexts += 1
+                else:
+                    yield record
 
-        result = store.import_records(counted())
+        result = store.import_records(records())
     print(
         f"Imported {result.conversations:,} threads ({result.conversations_skipped:,} already present), "
         f"{result.messages:,} messages ({result.messages_skipped:,} already present), {result.files:,} file uploads."
+        + (f" And {contexts:,} ThreadContexts with {context_turns:,} new turns." if contexts else "")
     )
     return 0
 
@@ -392,8 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", help="file to write (default stdout)")
     _period(p)
 
-    p = add("import", cmd_import, "read threads from JSONL written by export (idempotent)")
-    p.add_argument("files", nargs="+", help="JSONL files, - for stdin")
+    p = add(
+        "import", cmd_import, "read threads from export's JSONL or the MCP server's ThreadContext JSON (idempotent)"
+    )
+    p.add_argument(
+        "files", nargs="+", help="JSONL files (one record or ThreadContext per line), .json files, - for stdin"
+    )
 
     p = add("import-files", cmd_import_files, "store a folder of existing files (hash, dedup, sniffed type)")
     p.add_argument("folder", help="the folder to walk (e.g. the server's old local file directory)")

@@ -270,3 +270,37 @@ def test_other_keys_stay_in_memory(storage: ThreadStorage) -> None:
     assert storage.get("session:abc") == "value"
     storage.set_with_ttl("session:old", -1, "gone")
     assert storage.get("session:old") is None
+
+
+def test_thread_contexts_the_server_saved_can_be_imported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """E.g. the values of a Redis backend's thread:* keys, one per line, or a .json file."""
+    from persistence.cli import main
+
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    ctx_a = context(
+        a,
+        [
+            turn("user", "from redis", 0),
+            turn(
+                "assistant",
+                "an answer",
+                1,
+                model_name="glm-4.6",
+                model_metadata={"usage": {"input_tokens": 10, "output_tokens": 5}},
+            ),
+        ],
+    )
+    ctx_b = context(b, [turn("user", "another thread", 0)], parent_thread_id=a)
+    (tmp_path / "threads.jsonl").write_text(json.dumps(ctx_a) + "\n" + json.dumps(ctx_b) + "\n")
+    (tmp_path / "one.json").write_text(json.dumps(ctx_b, indent=2))
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main(["import", "--url", url, str(tmp_path / "threads.jsonl"), str(tmp_path / "one.json")]) == 0
+    assert "3 ThreadContexts with 3 new turns" in capsys.readouterr()[0]
+    store = persistence.open_store(url)
+    conv = store.get_conversation(a)
+    assert conv is not None and [m.content for m in conv.messages] == ["from redis", "an answer"]
+    assert conv.messages[1].cost_usd is not None
+    assert store.list_conversations(parent_id=a).items[0].continuation_id == b
+    storage = ThreadStorage(store, outbox=False)
+    assert storage.get(key(a)) is None  # history for the app, not a live thread
+    storage.shutdown()

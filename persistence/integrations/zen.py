@@ -110,8 +110,9 @@ def parse_thread_context(value: str | bytes) -> dict[str, Any]:
     return ctx
 
 
-def apply_snapshot(store: Store, payload: dict[str, Any]) -> None:
-    """Write one ``set_with_ttl`` into the store: thread fields, new turns, expiry.
+def apply_snapshot(store: Store, payload: dict[str, Any]) -> int:
+    """Write one ``set_with_ttl`` into the store: thread fields, new turns, expiry. Returns
+    how many turns were new.
 
     Idempotent: applying the same snapshot again (an outbox redelivery) changes nothing.
     """
@@ -170,7 +171,7 @@ def apply_snapshot(store: Store, payload: dict[str, Any]) -> None:
     for _ in range(len(new_turns) + 1):
         try:
             store.record_messages(new_turns)
-            return
+            return len(new_turns)
         except ValidationError as exc:
             m = _BATCH_USAGE_FIELD.match(exc.field)
             if m is None:
@@ -178,6 +179,15 @@ def apply_snapshot(store: Store, payload: dict[str, Any]) -> None:
             item = new_turns[int(m.group(1))]
             log.warning("thread %s: usage refused (%s); stored without token counts", cid, exc)
             item["usage"] = {"unrecognised": item["usage"]}
+    raise ValidationError("value.turns", "could not be stored")  # pragma: no cover - one retry per turn suffices
+
+
+def import_thread_context(store: Store, context: str | dict[str, Any]) -> int:
+    """Store a ThreadContext the server saved (its JSON, e.g. a Redis value), as it was, and
+    already expired for ``get``: it is history for the app, not a live thread. Returns how
+    many turns were new (0 when it was imported before)."""
+    value = context if isinstance(context, str) else json.dumps(context)
+    return apply_snapshot(store, {"value": value, "ttl": 0, "at": datetime.now(UTC).isoformat()})
 
 
 _BATCH_USAGE_FIELD = re.compile(r"^messages\[(\d+)\]\.usage")
