@@ -20,8 +20,21 @@ def seeded_source(path: Path) -> persistence.Store:
     source = persistence.open_store(f"sqlite:///{path}")
     generate(source, 40, seed=5, end=date(2026, 11, 1), weeks=3)
     f = source.put_file(b"%PDF-1.7 contract", filename="contract.pdf", session_id="s-1")  # no thread
-    source.record_provider_file(f.id, "kimi", "file-kimi-1", purpose="file-extract", expires_at=datetime.now(UTC) + timedelta(days=9))
-    source.add_prices([Price(provider="self", model="llama-3.1-8b-local", match="^llama-3\\.1-8b-local$", effective_from=date(2025, 1, 1), input=0.05, output=0.1)])
+    source.record_provider_file(
+        f.id, "kimi", "file-kimi-1", purpose="file-extract", expires_at=datetime.now(UTC) + timedelta(days=9)
+    )
+    source.add_prices(
+        [
+            Price(
+                provider="self",
+                model="llama-3.1-8b-local",
+                match="^llama-3\\.1-8b-local$",
+                effective_from=date(2025, 1, 1),
+                input=0.05,
+                output=0.1,
+            )
+        ]
+    )
     source.reprice()
     return source
 

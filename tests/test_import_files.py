@@ -40,12 +40,35 @@ def test_a_folder_comes_in_once(store: persistence.Store, tmp_path: Path) -> Non
     store.upload_rules = UploadRules(max_bytes=1000)
     first = import_folder(store, folder, tags=("legacy",), session_id="import-1")
     assert (first.new, first.deduplicated, first.skipped, first.rejected) == (6, 1, 0, 2)
-    assert first.new_bytes == sum(len(b) for b in (b"# old files\n", b"print('hello')\n", "上传接口需要支持断点续传。\n".encode(), b"unicode in the path\n", b"", b"%PDF-1.7 report\n"))
+    assert first.new_bytes == sum(
+        len(b)
+        for b in (
+            b"# old files\n",
+            b"print('hello')\n",
+            "上传接口需要支持断点续传。\n".encode(),
+            b"unicode in the path\n",
+            b"",
+            b"%PDF-1.7 report\n",
+        )
+    )
     assert sorted(rel for rel, _ in first.refusals) == ["big/huge.log", "bin/tool"]
-    assert any("max_bytes" in why for _, why in first.refusals) and any("allowed_types" in why for _, why in first.refusals)
+    assert any("max_bytes" in why for _, why in first.refusals) and any(
+        "allowed_types" in why for _, why in first.refusals
+    )
     uploads = {f.metadata["source_path"]: f for f in store.list_files(limit=100)}
-    assert set(uploads) == {"README.md", "src/app.py", "src/copy-of-app.py", "docs/数据说明.md", "docs/café/notes.txt", "docs/empty.txt", "deep/a/b/c/d/report.pdf"}
-    assert uploads["docs/数据说明.md"].filename == "数据说明.md" and uploads["docs/数据说明.md"].mime_type == "text/markdown"
+    assert set(uploads) == {
+        "README.md",
+        "src/app.py",
+        "src/copy-of-app.py",
+        "docs/数据说明.md",
+        "docs/café/notes.txt",
+        "docs/empty.txt",
+        "deep/a/b/c/d/report.pdf",
+    }
+    assert (
+        uploads["docs/数据说明.md"].filename == "数据说明.md"
+        and uploads["docs/数据说明.md"].mime_type == "text/markdown"
+    )
     assert uploads["deep/a/b/c/d/report.pdf"].mime_type == "application/pdf"
     assert uploads["src/app.py"].id == uploads["src/copy-of-app.py"].id  # one stored object
     assert uploads["README.md"].tags == ("legacy",) and uploads["README.md"].session_id == "import-1"
