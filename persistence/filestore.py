@@ -74,6 +74,48 @@ def open_source(source: object, field: str = "source") -> Iterator[BinaryIO]:
         raise ValidationError(field, f"expected a path, bytes or a binary stream, got {type(source).__name__}")
 
 
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A stream copied into a temporary file while hashed: where it is and what it was."""
+
+    path: str
+    sha256: str
+    size: int
+    head: bytes
+
+
+@contextlib.contextmanager
+def spool(stream: BinaryIO, directory: str | Path | None = None, *, fsync: bool = False) -> Iterator[Spooled]:
+    """Copy ``stream`` into a temporary file 1 MiB at a time, hashing it (never the whole
+    file in memory). The file is removed on exit unless the caller moved it away."""
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix="upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                if isinstance(chunk, str):
+                    raise ValidationError("source", "stream must be opened in binary mode")
+                size += len(chunk)
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
+                digest.update(chunk)
+                out.write(chunk)
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
+        yield Spooled(tmp_name, digest.hexdigest(), size, head)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+
 class LocalFileStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -88,41 +130,16 @@ class LocalFileStore:
         return path
 
     def put(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
-        tmp_dir = self.root / ".tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        head = b""
-        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    if isinstance(chunk, str):
-                        raise ValidationError("source", "stream must be opened in binary mode")
-                    size += len(chunk)
-                    if len(head) < HEAD_BYTES:
-                        head += chunk[: HEAD_BYTES - len(head)]
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            storage_path = storage_path_for(owner, sha)
+        # The temporary file sits in the store's own folder, so the rename below is atomic.
+        with spool(stream, self.root / ".tmp", fsync=True) as tmp:
+            storage_path = storage_path_for(owner, tmp.sha256)
             final = self._path(storage_path)
-            if final.exists() and final.stat().st_size == size:
-                os.unlink(tmp_name)
-                return StoredBlob(sha, size, storage_path, head, created=False)
+            if final.exists() and final.stat().st_size == tmp.size:
+                return StoredBlob(tmp.sha256, tmp.size, storage_path, tmp.head, created=False)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, final)  # atomic on one file system
+            os.replace(tmp.path, final)  # atomic on one file system
             _fsync_dir(final.parent)
-            return StoredBlob(sha, size, storage_path, head, created=True)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
-            raise
+            return StoredBlob(tmp.sha256, tmp.size, storage_path, tmp.head, created=True)
 
     def exists(self, storage_path: str) -> bool:
         return self._path(storage_path).exists()

@@ -214,3 +214,34 @@ def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> t
     if end < len(content):
         parts.append(("…", False))
     return tuple(parts)
+
+
+# Private-use characters mark matches in snippets the databases cut (FTS5 snippet(),
+# ts_headline), so message text is never read as markup.
+MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
+
+
+def marked_fragments(snippet: str) -> tuple[tuple[str, bool], ...]:
+    """``(text, matched)`` pairs from a snippet whose matches are wrapped in MARK_OPEN/CLOSE."""
+    parts: list[tuple[str, bool]] = []
+    rest = snippet
+    while rest:
+        start = rest.find(MARK_OPEN)
+        if start == -1:
+            parts.append((rest, False))
+            break
+        if start:
+            parts.append((rest[:start], False))
+        end = rest.find(MARK_CLOSE, start)
+        if end == -1:
+            parts.append((rest[start + 1 :], True))
+            break
+        parts.append((rest[start + 1 : end], True))
+        rest = rest[end + 1 :]
+    merged: list[tuple[str, bool]] = []
+    for text, hit in parts:  # adjacent highlighted tokens read better as one highlight
+        if merged and merged[-1][1] == hit:
+            merged[-1] = (merged[-1][0] + text, hit)
+        else:
+            merged.append((text, hit))
+    return tuple(merged)

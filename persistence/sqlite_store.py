@@ -43,7 +43,7 @@ from .models import (
     Usage,
 )
 from .pricing import Price, package_prices
-from .search_query import Clause, python_fragments, to_fts5
+from .search_query import MARK_CLOSE, MARK_OPEN, Clause, marked_fragments, python_fragments, to_fts5
 from .sqlite_schema import MIGRATIONS
 from .store import ListFilters, PreparedConversation, PreparedMessage, Store, day_of, now
 from .transfer import ParsedRecord
@@ -54,7 +54,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # Ranking reads bm25 for at most this many of the newest matches: a word in half of a
 # million messages would otherwise cost a scan per query. Rarer words rank all matches.
 SEARCH_RANK_WINDOW = 10_000
-_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _BUCKETS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 _MESSAGE_COLUMNS = (
@@ -859,7 +858,7 @@ class SQLiteStore(Store):
             for rowid, score in ranked:
                 row = db.execute(
                     f"""select {_MESSAGE_COLUMNS}, c.title, m.search_extra is not null,
-                           snippet(messages_fts, 0, '{_MARK_OPEN}', '{_MARK_CLOSE}', '…', 24)
+                           snippet(messages_fts, 0, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 24)
                         from messages_fts join messages m on m.rowid = messages_fts.rowid
                         join conversations c on c.id = m.conversation_id
                         where messages_fts match :q and messages_fts.rowid = :rowid""",
@@ -867,7 +866,7 @@ class SQLiteStore(Store):
                 ).fetchone()
                 message = self._message(row)
                 # CJK: the index text is character pairs, so cut the snippet from the original.
-                fragments = python_fragments(message.content, clauses) if row[23] else _fragments(row[24])
+                fragments = python_fragments(message.content, clauses) if row[23] else marked_fragments(row[24])
                 hits.append(
                     SearchHit(message=message, conversation_title=row[22], score=-float(score), fragments=fragments)
                 )
@@ -1504,32 +1503,6 @@ class SQLiteStore(Store):
 class _AlreadyStored(Exception):
     def __init__(self, message: Message) -> None:
         self.message = message
-
-
-def _fragments(snippet: str) -> tuple[tuple[str, bool], ...]:
-    parts: list[tuple[str, bool]] = []
-    rest = snippet
-    while rest:
-        start = rest.find(_MARK_OPEN)
-        if start == -1:
-            parts.append((rest, False))
-            break
-        if start:
-            parts.append((rest[:start], False))
-        end = rest.find(_MARK_CLOSE, start)
-        if end == -1:
-            parts.append((rest[start + 1 :], True))
-            break
-        parts.append((rest[start + 1 : end], True))
-        rest = rest[end + 1 :]
-    # Adjacent highlighted tokens read better as one highlight.
-    merged: list[tuple[str, bool]] = []
-    for text, hit in parts:
-        if merged and merged[-1][1] == hit:
-            merged[-1] = (merged[-1][0] + text, hit)
-        else:
-            merged.append((text, hit))
-    return tuple(merged)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -15,11 +15,7 @@ part of ``store.url``. The schema must have been migrated (``supabase db push``,
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
@@ -31,8 +27,8 @@ from supabase.lib.client_options import SyncClientOptions
 from supabase import Client, create_client
 
 from .config import load_env
-from .errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError, ValidationError
-from .filestore import CHUNK, HEAD_BYTES, StoredBlob, sniff_mime, storage_path_for
+from .errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError
+from .filestore import StoredBlob, sniff_mime, spool, storage_path_for
 from .sql import OWN_PREFIX, migration_files
 from .sql.api import FunctionStore, jsonable, sql_error
 
@@ -117,30 +113,14 @@ class SupabaseStorage:
     def put(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
         """Hash the bytes into a temporary file (1 MiB at a time), then upload them unless the
         owner already stores the same bytes."""
-        digest = hashlib.sha256()
-        size = 0
-        head = b""
-        fd, tmp_name = tempfile.mkstemp(prefix="persistence-upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    if isinstance(chunk, str):
-                        raise ValidationError("source", "stream must be opened in binary mode")
-                    size += len(chunk)
-                    if len(head) < HEAD_BYTES:
-                        head += chunk[: HEAD_BYTES - len(head)]
-                    digest.update(chunk)
-                    out.write(chunk)
-            sha = digest.hexdigest()
+        with spool(stream) as tmp:
+            sha, size, head = tmp.sha256, tmp.size, tmp.head
             path = storage_path_for(owner, sha)
             if self.exists(path):
                 return StoredBlob(sha, size, path, head, created=False)
             self._ensure_bucket()
             try:
-                with open(tmp_name, "rb") as fh:
+                with open(tmp.path, "rb") as fh:
                     self._api().upload(path, fh, {"content-type": sniff_mime(head), "upsert": "false"})
             except StorageApiError as exc:
                 if str(getattr(exc, "status", "")) == "409" or "duplicate" in str(getattr(exc, "code", "")).lower():
@@ -149,9 +129,6 @@ class SupabaseStorage:
             except httpx.HTTPError as exc:
                 raise PersistenceError(f"uploading {path} to Supabase Storage failed: {exc}") from None
             return StoredBlob(sha, size, path, head, created=True)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
 
     def exists(self, storage_path: str) -> bool:
         try:

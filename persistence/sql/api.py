@@ -29,7 +29,7 @@ from ..models import (
     Usage,
 )
 from ..pricing import Price, package_prices
-from ..search_query import Clause, cjk_pairs, python_fragments
+from ..search_query import Clause, cjk_pairs, marked_fragments, python_fragments
 from ..store import ListFilters, PreparedConversation, PreparedMessage, Store
 from ..transfer import ParsedRecord
 from . import version_time
@@ -37,7 +37,6 @@ from . import version_time
 __all__ = ["BlobStore", "FunctionStore", "J", "sql_error", "to_tsquery"]
 
 # ts_headline marks matches with these (private-use characters never typed by users).
-MARK_OPEN, MARK_CLOSE = "\ue000", "\ue001"
 # Ranking covers the newest 1,000 matches of a common word (SQLite: 10,000, where bm25 over its
 # rowid-ordered index is cheaper): finding more costs a walk over ever older messages.
 SEARCH_RANK_WINDOW = 1000
@@ -132,27 +131,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _headline_fragments(headline: str, content: str) -> tuple[tuple[str, bool], ...]:
-    parts: list[tuple[str, bool]] = []
-    rest = headline
-    while rest:
-        start = rest.find(MARK_OPEN)
-        if start == -1:
-            parts.append((rest, False))
-            break
-        if start:
-            parts.append((rest[:start], False))
-        end = rest.find(MARK_CLOSE, start)
-        if end == -1:
-            parts.append((rest[start + 1 :], True))
-            break
-        parts.append((rest[start + 1 : end], True))
-        rest = rest[end + 1 :]
-    merged: list[tuple[str, bool]] = []
-    for text, hit in parts:  # adjacent highlights read better as one
-        if merged and merged[-1][1] == hit:
-            merged[-1] = (merged[-1][0] + text, hit)
-        else:
-            merged.append((text, hit))
+    merged = list(marked_fragments(headline))
     plain = "".join(text for text, _ in merged)
     if plain and not content.startswith(plain):
         merged.insert(0, ("…", False))
