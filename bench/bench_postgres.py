@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_sqlite import SEARCH_QUERIES, _messages_for_ingest  # noqa: E402
-from common import ensure_demo_store, latencies, percentile, table  # noqa: E402
+from common import ensure_demo_store, latencies, percentile, race, table  # noqa: E402
 
 import persistence  # noqa: E402
 
@@ -227,15 +227,7 @@ def bench_ingest(url: str, n: int, rounds: int) -> None:
         "PostgresChatMessageHistory, synchronous_commit=off": langchain("off"),
         "COPY into a bare table (floor, one COPY per batch)": bare,
     }
-    elapsed = dict.fromkeys(contenders, 0.0)
-    size = max(1, len(messages) // rounds)
-    for r in range(rounds):
-        batch = messages[r * size : (r + 1) * size]
-        for name, fn in contenders.items():  # interleaved: noise hits every contender alike
-            start = time.perf_counter()
-            fn(batch)
-            elapsed[name] += time.perf_counter() - start
-    written = size * rounds
+    elapsed, written = race(contenders, messages, rounds)
     rows = []
     pairs = {
         "record_message (FTS + rollup + totals + RLS)": "PostgresChatMessageHistory.add_message",

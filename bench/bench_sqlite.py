@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_demo_store, file_size_mb, latencies, percentile, table
+from common import ensure_demo_store, file_size_mb, latencies, percentile, race, table
 
 import persistence
 import persistence.demo
@@ -180,6 +180,10 @@ def bench_ingest(store: persistence.Store, workdir: Path, source: sqlite3.Connec
 
     histories: dict[tuple[str, str], Any] = {}
 
+    def ours_batched(batch: list[dict[str, Any]]) -> None:
+        for k in range(0, len(batch), 200):  # what the outbox flusher and bulk writers use
+            store.record_messages(batch[k : k + 200])
+
     def ours(batch: list[dict[str, Any]]) -> None:
         for m in batch:
             store.record_message(
@@ -213,19 +217,12 @@ def bench_ingest(store: persistence.Store, workdir: Path, source: sqlite3.Connec
 
     contenders = {
         "record_message (FTS + rollup + totals)": ours,
+        "record_messages, batches of 200": ours_batched,
         "SQLChatMessageHistory (its defaults)": langchain("default"),
         "SQLChatMessageHistory (WAL, synchronous=NORMAL)": langchain("wal"),
         "executemany into a bare table (floor, one tx per batch)": bare,
     }
-    elapsed = dict.fromkeys(contenders, 0.0)
-    size = max(1, len(messages) // rounds)
-    for r in range(rounds):
-        batch = messages[r * size : (r + 1) * size]
-        for name, fn in contenders.items():  # interleaved: noise hits every contender alike
-            start = time.perf_counter()
-            fn(batch)
-            elapsed[name] += time.perf_counter() - start
-    written = size * rounds
+    elapsed, written = race(contenders, messages, rounds)
     ours_rate = written / elapsed["record_message (FTS + rollup + totals)"]
     rows = []
     for name, seconds in elapsed.items():

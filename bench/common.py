@@ -38,6 +38,22 @@ def latencies(fn: Callable[[Any], Any], args: Sequence[Any], warmup: int = 3) ->
     return [timed(lambda a=a: fn(a))[0] for a in args]
 
 
+def race(
+    contenders: dict[str, Callable[[list[Any]], Any]], items: Sequence[Any], rounds: int
+) -> tuple[dict[str, float], int]:
+    """Feed ``items`` to every contender in ``rounds`` interleaved slices (so machine noise
+    hits all alike); returns seconds per contender and how many items each wrote."""
+    elapsed = dict.fromkeys(contenders, 0.0)
+    size = max(1, len(items) // rounds)
+    for r in range(rounds):
+        batch = list(items[r * size : (r + 1) * size])
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn(batch)
+            elapsed[name] += time.perf_counter() - start
+    return elapsed, size * rounds
+
+
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [[str(h) for h in header]] + [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
