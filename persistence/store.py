@@ -527,7 +527,20 @@ class Store(abc.ABC):
         ``model`` / ``provider`` / ``tool_name`` match a thread where any message used
         them; ``text`` is a case-insensitive substring of the title.
         """
-        filters = self._filters(**locals())
+        filters = self._filters(
+            since=since,
+            until=until,
+            model=model,
+            provider=provider,
+            tool_name=tool_name,
+            tag=tag,
+            session_id=session_id,
+            user_id=user_id,
+            parent_id=parent_id,
+            status=status,
+            min_cost=min_cost,
+            text=text,
+        )
         if order not in ORDERS:
             raise ValidationError("order", f"must be one of {', '.join(ORDERS)}; got {order!r}")
         after = decode_cursor(cursor, order) if cursor else None
@@ -562,7 +575,21 @@ class Store(abc.ABC):
         text: str | None = None,
     ) -> int:
         """How many threads :meth:`list_conversations` would list with these filters."""
-        return self._count_conversations(self._filters(**locals()))
+        filters = self._filters(
+            since=since,
+            until=until,
+            model=model,
+            provider=provider,
+            tool_name=tool_name,
+            tag=tag,
+            session_id=session_id,
+            user_id=user_id,
+            parent_id=parent_id,
+            status=status,
+            min_cost=min_cost,
+            text=text,
+        )
+        return self._count_conversations(filters)
 
     @staticmethod
     def _filters(**kw: Any) -> ListFilters:
