@@ -84,7 +84,7 @@ def test_concurrent_processes_on_one_sqlite_file(tmp_path: Path) -> None:
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(180)
         assert p.exitcode == 0
     store = persistence.open_store(f"sqlite:///{path}")
     conv = store.get_conversation("t-procs")

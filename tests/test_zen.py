@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import traceback
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -220,13 +221,17 @@ def test_the_raw_prompt_is_stored_not_the_rebuilt_history(storage: ThreadStorage
     assert again is not None and again.message_count == 1
 
 
-def _append_turn(url: str, tid: str, text: str, start: Any) -> None:
-    storage = ThreadStorage(persistence.open_store(url), outbox=False)
-    current = json.loads(storage.get(key(tid)) or "null")
-    start.wait(10)  # both processes have read the same context before either writes
-    current["turns"].append(turn("user", text, 5 if "A" in text else 6))
-    storage.set_with_ttl(key(tid), 3600, json.dumps(current))
-    storage.shutdown()
+def _append_turn(url: str, tid: str, text: str, start: Any, report: str) -> None:
+    try:
+        storage = ThreadStorage(persistence.open_store(url), outbox=False)
+        current = json.loads(storage.get(key(tid)) or "null")
+        start.wait(120)  # both have read the same context before either writes (spawn + imports are slow under load)
+        current["turns"].append(turn("user", text, 5 if "A" in text else 6))
+        storage.set_with_ttl(key(tid), 3600, json.dumps(current))
+        storage.shutdown()
+    except BaseException:
+        Path(report).write_text(traceback.format_exc())  # the parent shows it: a child's stderr is lost
+        raise
 
 
 def test_two_processes_appending_keep_both_turns(tmp_path: Path) -> None:
@@ -236,12 +241,13 @@ def test_two_processes_appending_keep_both_turns(tmp_path: Path) -> None:
     storage.set_with_ttl(key(tid), 3600, json.dumps(context(tid, [turn("user", "start", 0)])))
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(2)
-    procs = [ctx.Process(target=_append_turn, args=(url, tid, name, start)) for name in ("turn from A", "turn from B")]
+    reports = {name: tmp_path / f"{name}.txt" for name in ("turn from A", "turn from B")}
+    procs = [ctx.Process(target=_append_turn, args=(url, tid, name, start, str(reports[name]))) for name in reports]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    for p, (name, report) in zip(procs, reports.items(), strict=True):
+        p.join(180)
+        assert p.exitcode == 0, f"{name}: " + (report.read_text() if report.exists() else "no report")
     got = json.loads(storage.get(key(tid)) or "null")
     assert sorted(t["content"] for t in got["turns"]) == ["start", "turn from A", "turn from B"]
     storage.shutdown()
