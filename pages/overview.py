@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+import persistence
 from ui import data, fmt, nav, widgets
 from ui.nav import PAGES
 from ui.safe import escape_markdown, inline_code
@@ -18,7 +19,12 @@ store = data.get_store()
 head, pick = st.columns([3, 1], vertical_alignment="bottom")
 with pick:
     period = widgets.period_picker()
-d = data.overview(url, period.since, period.until, period.prev_since, period.prev_until, data.today())
+try:
+    d = data.overview(url, period.since, period.until, period.prev_since, period.prev_until, data.today())
+except persistence.StoreDamagedError as exc:  # the figures sit on a damaged page: say so, no traceback
+    st.title("Overview")
+    st.error(f"**The database file is damaged.** {escape_markdown(data.scrub(str(exc), url))}", icon=":material/error:")
+    st.stop()
 with head:
     st.title("Overview")
     st.caption(
@@ -61,8 +67,23 @@ else:
             f"The write outbox reported an error: {escape_markdown(data.scrub(health.outbox_last_error, url))}",
             icon=":material/schedule_send:",
         )
+    if health.outbox_dead:
+        turns = (
+            f" ({health.outbox_set_aside:,} of them single turns left out of threads)"
+            if health.outbox_set_aside
+            else ""
+        )
+        st.error(
+            f"**The store refused {health.outbox_dead:,} queued writes**{turns}. They are kept in the "
+            "outbox's `outbox_dead` table, not in the store; `python -m persistence doctor` reports them "
+            "and the server's log names each thread.",
+            icon=":material/report:",
+        )
     if health.integrity and health.integrity != "ok":
-        st.error(f"The database integrity check failed: {escape_markdown(health.integrity)}", icon=":material/error:")
+        text = f"**The database integrity check failed:** {escape_markdown(health.integrity)}. Writes are refused."
+        if health.recover_command:
+            text += f" Copy what is readable into a new file with {inline_code(health.recover_command)}."
+        st.error(text, icon=":material/error:")
     if health.files_missing_bytes:
         st.warning(
             f"{health.files_missing_bytes:,} stored files have no bytes in the file store "

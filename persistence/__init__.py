@@ -23,6 +23,8 @@ from .errors import (
     PersistenceError,
     ReadOnlyStoreError,
     SchemaVersionError,
+    StorageFullError,
+    StoreDamagedError,
     StoreOpenError,
     ValidationError,
 )
@@ -58,7 +60,9 @@ __all__ = [
     "RepriceResult",
     "SchemaVersionError",
     "SearchHit",
+    "StorageFullError",
     "Store",
+    "StoreDamagedError",
     "StoreOpenError",
     "StoredFile",
     "Usage",

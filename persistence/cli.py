@@ -1,5 +1,5 @@
 """``python -m persistence``: migrate, demo, doctor, search, export, import, reprice, report, prune,
-import-files, copy.
+import-files, copy, recover.
 
 Every command takes ``--url`` (default: the store ``open_store()`` resolves from the
 environment). Long work shows a progress bar on stderr; data goes to stdout.
@@ -104,8 +104,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 value = json.dumps(value, ensure_ascii=False, default=str)
             print(f"{key:<{width}}  {value}")
     problems = []
-    if report.get("quick_check", "ok") != "ok":
-        problems.append(f"integrity check: {report['quick_check']}")
+    if report.get("quick_check", "ok") != "ok" or report.get("damaged"):
+        # Which check failed, and the way out: writes stay refused until the file is replaced.
+        problems.append(
+            f"the database file is damaged (pragma quick_check: {report.get('quick_check')}); "
+            "writes are refused. Copy what is readable into a new file with: "
+            f"{report.get('recover_command') or 'python -m persistence recover --url …'}"
+        )
     if report.get("files_missing_bytes_count"):
         problems.append(f"{report['files_missing_bytes_count']} file(s) have no bytes in the file store")
     if report.get("outbox_depth") and report.get("outbox_oldest_age_s", 0) > 60:
@@ -338,6 +343,44 @@ def cmd_import_files(args: argparse.Namespace) -> int:
     return 1 if r.rejected and not (r.new or r.deduplicated or r.skipped) else 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .config import _sqlite_path, resolve_url
+    from .recover import recover_sqlite
+
+    url = resolve_url(args.url)
+    if "://" in url and not url.startswith(("sqlite://", "file://")):
+        raise PersistenceError(
+            f"recover reads a SQLite file; {redact_url(url)} is not one (Postgres has its own backups)"
+        )
+    source = Path(_sqlite_path(url[len("file://") :] if url.startswith("file://") else url)[0]).expanduser()
+    output = Path(args.output) if args.output else source.with_name(f"{source.stem}-recovered{source.suffix or '.db'}")
+    print(f"Reading {source} (left untouched) into {output} …", file=sys.stderr)
+    r = recover_sqlite(source, output, method=args.method)
+    how = "the sqlite3 shell's .recover" if r.method == "shell" else "a table-by-table copy of what is readable"
+    print(f"Recovered with {how} into {r.output}:")
+    for table, n in r.rows.items():
+        skipped = r.unreadable.get(table)
+        print(f"  {table:<20} {n:>10,} rows" + (f"  ({skipped} unreadable stretch(es) skipped)" if skipped else ""))
+    if r.stand_in_threads:
+        print(f"  {r.stand_in_threads:,} thread(s) lost their record; their messages are kept under 'recovered-<id>'")
+    for table, n in r.dropped.items():
+        print(f"  dropped {n:,} {table} row(s) that pointed at a lost file")
+    if r.lost_and_found:
+        print(f"  {r.lost_and_found:,} row(s) could not be placed in any table and were left out")
+    for note in r.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    print(f"Totals, daily rollups and the search index were rebuilt; quick_check: {r.quick_check}")
+    if not r.rows.get("conversations") and not r.rows.get("messages"):
+        print(f"Nothing could be read from {source}: {r.output} holds no threads.", file=sys.stderr)
+        return 1
+    print(
+        f"Next: check it (python -m persistence doctor --url sqlite:///{r.output}), then move the damaged "
+        f"{source.name} (and its -wal/-shm files) aside and put {r.output.name} in its place. "
+        f"File bytes stay in {source.stem}-files/."
+    )
+    return 0 if r.quick_check == "ok" else 1
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     from .migration import copy_store, verify_stores
 
@@ -456,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="an age (90d, 12w, 36h) or a date (2025-01-01): threads last active before it go",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted, change nothing")
+
+    p = add("recover", cmd_recover, "copy what is readable from a damaged SQLite store into a new file")
+    p.add_argument("--output", "-o", help="the new database file (default: NAME-recovered.db beside the damaged one)")
+    p.add_argument(
+        "--method",
+        choices=("auto", "shell", "copy"),
+        default="auto",
+        help="shell: the sqlite3 shell's .recover (keeps the most); copy: table by table in Python; "
+        "auto (default): shell when installed",
+    )
     return parser
 
 

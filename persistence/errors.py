@@ -12,6 +12,8 @@ __all__ = [
     "PersistenceError",
     "ReadOnlyStoreError",
     "SchemaVersionError",
+    "StorageFullError",
+    "StoreDamagedError",
     "StoreOpenError",
     "ValidationError",
 ]
@@ -51,3 +53,37 @@ class ReadOnlyStoreError(PersistenceError):
 
 class SchemaVersionError(StoreOpenError):
     """The database was migrated by a newer version of this package than the one running."""
+
+
+class StorageFullError(PersistenceError):
+    """The disk (or the database server's disk) ran out of space. ``path`` says where.
+
+    The write that hit it was undone whole: no part of the message, upload or batch is kept,
+    totals and rollups are as before, and no partial file is left. Free space and retry:
+    the store accepts writes again as soon as there is room.
+    """
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"the disk holding {path} is full ({detail}); nothing was written. Free space there and retry."
+        )
+
+
+class StoreDamagedError(PersistenceError):
+    """The database file is damaged (SQLite reported a corrupt page, or an integrity check failed).
+
+    Once seen, the store refuses every write (writing into a damaged file can spread the
+    damage) and reads that reach the damage raise this error. ``recover_command`` copies what
+    is readable into a new file.
+    """
+
+    def __init__(self, path: str, detail: str, recover_command: str) -> None:
+        self.path = path
+        self.detail = detail
+        self.recover_command = recover_command
+        super().__init__(
+            f"{path} is damaged ({detail}); writes are refused until it is repaired. "
+            f"Copy what is readable into a new file with `{recover_command}`, then put that file in its place."
+        )

@@ -2,18 +2,24 @@
 
 An object lives at ``{owner}/{sha256[:2]}/{sha256}``: the path comes from the owner and the
 content hash, never from a user's filename. Bytes are streamed (1 MiB at a time) into a
-temporary file in the same folder while they are hashed, then renamed into place, so a
-crash leaves either the whole object or nothing; a second upload of the same bytes is
-discarded after hashing and stores nothing new.
+temporary file in the same folder while they are hashed, then renamed (or, by ``place``,
+hard-linked) into place, so a crash leaves either the whole object or nothing; a second
+upload of the same bytes is discarded after hashing and stores nothing new.
+
+The stores keep an upload's temporary copy (:class:`HeldBlob`) until its row is recorded:
+a prune racing the upload may delete the object in between, and the bytes are then placed
+again from the copy (see ``SQLiteStore._record_upload`` and ``FunctionStore._settle``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import mimetypes
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,9 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import NotFoundError, ValidationError
+from .errors import NotFoundError, StorageFullError, ValidationError
 
-__all__ = ["LocalFileStore", "StoredBlob", "open_source", "sniff_mime", "storage_path_for"]
+__all__ = [
+    "HeldBlob",
+    "LocalFileStore",
+    "StoredBlob",
+    "hold",
+    "naming_full_disk",
+    "open_source",
+    "sniff_mime",
+    "storage_path_for",
+]
 
 CHUNK = 1024 * 1024
 HEAD_BYTES = 8192
@@ -88,14 +103,17 @@ class Spooled:
 def spool(stream: BinaryIO, directory: str | Path | None = None, *, fsync: bool = False) -> Iterator[Spooled]:
     """Copy ``stream`` into a temporary file 1 MiB at a time, hashing it (never the whole
     file in memory). The file is removed on exit unless the caller moved it away."""
-    if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    where = directory if directory is not None else tempfile.gettempdir()
+    with naming_full_disk(where):
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix="upload-")
     digest = hashlib.sha256()
     size = 0
     head = b""
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix="upload-")
     try:
-        with os.fdopen(fd, "wb") as out:
+        # A full disk raises StorageFullError; the finally below removes the partial copy.
+        with naming_full_disk(where), os.fdopen(fd, "wb") as out:
             while True:
                 chunk = stream.read(CHUNK)
                 if not chunk:
@@ -114,6 +132,60 @@ def spool(stream: BinaryIO, directory: str | Path | None = None, *, fsync: bool 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+
+
+class HeldBlob:
+    """An upload's bytes, spooled and hashed, with the temporary copy kept until its row is
+    recorded. A prune may delete the stored object between the moment an upload finds (or
+    writes) its bytes and the moment its row is committed; the store then places the bytes
+    again from this copy. ``release()`` removes the copy."""
+
+    def __init__(self, spooled: Spooled, owner: str | None, stack: contextlib.ExitStack) -> None:
+        self.spooled = spooled
+        self.owner = owner
+        self.storage_path = storage_path_for(owner, spooled.sha256)
+        self._stack = stack
+
+    @property
+    def sha256(self) -> str:
+        return self.spooled.sha256
+
+    @property
+    def size(self) -> int:
+        return self.spooled.size
+
+    @property
+    def head(self) -> bytes:
+        return self.spooled.head
+
+    def release(self) -> None:
+        self._stack.close()
+
+
+def hold(stream: BinaryIO, owner: str | None, directory: str | Path | None = None, *, fsync: bool = False) -> HeldBlob:
+    """Spool ``stream`` (see :func:`spool`) and keep the copy until ``release()``."""
+    stack = contextlib.ExitStack()
+    try:
+        spooled = stack.enter_context(spool(stream, directory, fsync=fsync))
+    except BaseException:
+        stack.close()
+        raise
+    return HeldBlob(spooled, owner, stack)
+
+
+# "No space left on device" and "disk quota exceeded": both mean the write cannot fit.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def naming_full_disk(where: str | Path) -> Iterator[None]:
+    """Raise a full disk as :class:`StorageFullError` naming ``where``; other errors pass."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StorageFullError(str(where), exc.strerror or "no space left on device") from None
+        raise
 
 
 class LocalFileStore:
@@ -136,10 +208,45 @@ class LocalFileStore:
             final = self._path(storage_path)
             if final.exists() and final.stat().st_size == tmp.size:
                 return StoredBlob(tmp.sha256, tmp.size, storage_path, tmp.head, created=False)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp.path, final)  # atomic on one file system
+            # The folder for a new hash prefix takes space too (a full tmpfs refuses mkdir).
+            with naming_full_disk(self.root):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp.path, final)  # atomic on one file system
             _fsync_dir(final.parent)
             return StoredBlob(tmp.sha256, tmp.size, storage_path, tmp.head, created=True)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are spooled: inside the store, so placing one is a link or a rename."""
+        return self.root / ".tmp"
+
+    def place(self, spooled: Spooled, storage_path: str) -> StoredBlob:
+        """Make sure the bytes of ``spooled`` (a file in :attr:`spool_dir`) are at
+        ``storage_path``, keeping the spooled file: it is hard-linked into place, so the
+        caller can place it again if a prune deletes the object before the upload's row is
+        recorded."""
+        final = self._path(storage_path)
+        if final.exists() and final.stat().st_size == spooled.size:
+            return StoredBlob(spooled.sha256, spooled.size, storage_path, spooled.head, created=False)
+        aside = self.spool_dir / f"place-{uuid.uuid4().hex}"
+        with naming_full_disk(self.root):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(spooled.path, aside)
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    raise
+                # A file system without hard links: a copy, synced before it is renamed in.
+                shutil.copyfile(spooled.path, aside)
+                with open(aside, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            try:
+                os.replace(aside, final)  # atomic on one file system; replaces a damaged object
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(aside)
+        _fsync_dir(final.parent)
+        return StoredBlob(spooled.sha256, spooled.size, storage_path, spooled.head, created=True)
 
     def exists(self, storage_path: str) -> bool:
         return self._path(storage_path).exists()

@@ -13,27 +13,42 @@ delivered again without doubling anything: exactly-once in effect.
 
 Order: one flusher at a time per outbox file (a lease row, renewed while it works) delivers
 rows in the order they were written, and stops a batch at the first transient failure, so a
-thread's turns arrive in their order even with several server processes appending.
+thread's turns arrive in their order even with several server processes appending. The lease
+names its holder's host and pid: a holder on this host whose process is gone (killed, or an
+MCP server that exited) is taken over at once instead of when the lease runs out.
+
+Refused: an operation the store refuses (a ``ValidationError``) is set aside in
+``outbox_dead`` and the rows after it go on. For a zen snapshot only the refused turn is set
+aside (``op = 'zen_turn'``), and every later snapshot of the thread is delivered without it.
+Each is logged at ERROR and counted by ``doctor`` and the app.
+
+Exit: at interpreter exit (``atexit``) and on SIGTERM (then chained to the handler that was
+there before) every open outbox gets a bounded flush (``EXIT_FLUSH_SECONDS``), so the last
+turns of a server that exits reach the store; what is left waits for the next start.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
+import signal
+import socket
 import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConflictError, NotFoundError, ValidationError
+from .errors import ConflictError, NotFoundError, PersistenceError, StorageFullError, ValidationError
 from .store import Store
 
 log = logging.getLogger("persistence.outbox")
@@ -42,6 +57,10 @@ __all__ = ["OPS", "Outbox", "OutboxStatus", "outbox_path_for", "read_status"]
 
 PERMANENT_ERRORS = (ValidationError, ConflictError, NotFoundError)
 LEASE_SECONDS = 15.0
+# The whole flush at interpreter exit or SIGTERM, for every outbox of the process. An MCP
+# client gives a server 2 s after closing its stdin before SIGTERM, and 2 s more before SIGKILL.
+EXIT_FLUSH_SECONDS = 3.0
+_JITTER = random.Random()  # its own generator: the flusher never draws from a caller's seeded global one
 
 _SCHEMA = """
 create table if not exists outbox (
@@ -63,6 +82,7 @@ create table if not exists outbox_dead (
     failed_at real not null,
     error text not null
 );
+create index if not exists outbox_dead_key on outbox_dead (key, op);
 create table if not exists outbox_state (
     name text primary key,
     value text,
@@ -77,7 +97,9 @@ def outbox_path_for(url: str, folder: Path) -> Path:
 
 
 class OutboxStatus(dict[str, Any]):
-    """``depth``, ``oldest_age_s``, ``dead``, ``last_error``, ``last_error_at``, ``last_delivery_at``."""
+    """``depth``, ``oldest_age_s``, ``dead`` (rows in ``outbox_dead``: refused operations and
+    set-aside turns), ``set_aside`` (of those, single zen turns), ``last_error``,
+    ``last_error_at``, ``last_delivery_at``."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -106,7 +128,7 @@ def read_status(path: Path) -> OutboxStatus | None:
 
 def _status(db: sqlite3.Connection) -> OutboxStatus:
     depth, oldest = db.execute("select count(*), min(created_at) from outbox").fetchone()
-    dead = db.execute("select count(*) from outbox_dead").fetchone()[0]
+    dead, set_aside = db.execute("select count(*), sum(op = 'zen_turn') from outbox_dead").fetchone()
     state = {name: (value, until) for name, value, until in db.execute("select name, value, until from outbox_state")}
     last_error = state.get("last_error", (None, None))
     delivered = state.get("last_delivery", (None, None))
@@ -114,6 +136,7 @@ def _status(db: sqlite3.Connection) -> OutboxStatus:
         depth=int(depth),
         oldest_age_s=round(time.time() - oldest, 1) if oldest else 0.0,
         dead=int(dead),
+        set_aside=int(set_aside or 0),
         last_error=last_error[0],
         last_error_at=_iso(last_error[1]),
         last_delivery_at=_iso(delivered[1]),
@@ -163,8 +186,11 @@ class Outbox:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
-        self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # host:pid:tag, so another process on this host can tell when the holder is gone.
+        self._owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._thread: threading.Thread | None = None
+        self._closed = False
+        self._aside: dict[str, set[str]] | None = None  # set-aside zen turns by key, read per batch
         if start:
             self.start()
 
@@ -174,14 +200,28 @@ class Outbox:
         """Append one operation durably and return its id. Never touches the network."""
         if op not in OPS:
             raise ValidationError("op", f"unknown outbox operation {op!r}")
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-        with self._lock:
-            cur = self._db.execute(
-                "insert into outbox (op, key, payload, created_at) values (?, ?, ?, ?)", (op, key, text, time.time())
-            )
+        try:
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValidationError("payload", f"cannot be queued: {exc}") from None
+        try:
+            with self._lock:
+                cur = self._db.execute(
+                    "insert into outbox (op, key, payload, created_at) values (?, ?, ?, ?)",
+                    (op, key, text, time.time()),
+                )
+        except sqlite3.Error as exc:
+            raise self._append_error(exc) from None
         self._idle.clear()
         self._wake.set()
         return int(cur.lastrowid or 0)
+
+    def _append_error(self, exc: sqlite3.Error) -> PersistenceError:
+        """The package's error for a failed append: the caller learns the write was not
+        queued, and why (a full disk names the outbox's folder)."""
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+            return StorageFullError(str(self.path.parent), f"the write outbox {self.path.name}: {exc}")
+        return PersistenceError(f"could not queue the write in {self.path}: {exc}")
 
     def pending(self, key: str) -> list[tuple[str, dict[str, Any]]]:
         """Operations for ``key`` not delivered yet, oldest first (for read-your-writes)."""
@@ -193,6 +233,22 @@ class Outbox:
         with self._lock:
             return _status(self._db)
 
+    def set_aside(self, key: str) -> set[str]:
+        """Ids of the zen turns of ``key`` that delivery set aside (never delivered)."""
+        with self._lock:
+            return _set_aside(self._db, key)
+
+    def backend_failing(self) -> bool:
+        """Whether the last delivery attempt failed (nothing delivered since the last error)."""
+        with self._lock:
+            rows = dict(
+                self._db.execute(
+                    "select name, until from outbox_state where name in ('last_error', 'last_delivery')"
+                ).fetchall()
+            )
+        failed, delivered = rows.get("last_error"), rows.get("last_delivery")
+        return failed is not None and (delivered is None or failed > delivered)
+
     # -- the flusher -----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -200,6 +256,8 @@ class Outbox:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"outbox-flusher-{self.path.name}", daemon=True)
             self._thread.start()
+            _LIVE.add(self)
+            _install_exit_hooks()
 
     def _store_now(self) -> Store:
         if self._store is None:
@@ -225,13 +283,13 @@ class Outbox:
             except Exception as exc:  # transient: recorded, retried after a pause
                 self._record_error(exc)
                 self._drop_store()
-                backoff = min(self.max_backoff, max(0.25, backoff * 2)) * random.uniform(0.8, 1.2)
+                backoff = min(self.max_backoff, max(0.25, backoff * 2)) * _JITTER.uniform(0.8, 1.2)
                 self._wake.wait(backoff)
                 self._wake.clear()
                 continue
             backoff = 0.0
             if delivered == 0:
-                if self.depth() == 0:
+                if self._flusher_depth() == 0:
                     self._idle.set()
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -250,12 +308,20 @@ class Outbox:
         with self._lock:
             return int(self._db.execute("select count(*) from outbox").fetchone()[0])
 
+    def _flusher_depth(self) -> int:
+        # On the flusher's own connection: never waits for a caller's lock, which a signal
+        # handler may be holding up (see _on_sigterm).
+        with self._flock:
+            return int(self._fdb.execute("select count(*) from outbox").fetchone()[0])
+
     def _take_lease(self) -> bool:
         now = time.time()
         with self._flock, _transaction(self._fdb):
             row = self._fdb.execute("select value, until from outbox_state where name = 'lease'").fetchone()
             if row and row[0] != self._owner and row[1] and row[1] > now:
-                return False
+                if not _holder_gone(row[0]):
+                    return False
+                log.warning("outbox: lease of %s, whose process is gone, taken over by %s", row[0], self._owner)
             self._fdb.execute(
                 "insert into outbox_state (name, value, until) values ('lease', ?, ?) "
                 "on conflict (name) do update set value = excluded.value, until = excluded.until",
@@ -274,9 +340,10 @@ class Outbox:
         """
         if not self._take_lease():
             return 0  # another process is flushing this outbox
+        self._aside = None
         with self._flock:
             rows = self._fdb.execute(
-                "select id, op, payload from outbox order by id limit ?", (self.batch_size,)
+                "select id, op, key, payload from outbox order by id limit ?", (self.batch_size,)
             ).fetchall()
         if not rows:
             return 0
@@ -291,15 +358,15 @@ class Outbox:
                     j += 1
                 if j - i > 1:
                     try:
-                        store.record_messages([json.loads(payload) for _, _, payload in rows[i:j]])
+                        store.record_messages([json.loads(payload) for _, _, _, payload in rows[i:j]])
                     except PERMANENT_ERRORS:
                         pass  # one of them is bad: deliver them one by one to set it aside
                     else:
-                        done.extend(row_id for row_id, _, _ in rows[i:j])
+                        done.extend(row_id for row_id, _, _, _ in rows[i:j])
                         i = j
                         continue
-                row_id, op, payload = rows[i]
-                self._deliver_one(store, row_id, op, payload, done)
+                row_id, op, key, payload = rows[i]
+                self._deliver_one(store, row_id, op, key, payload, done)
                 i += 1
         finally:
             if done:
@@ -312,16 +379,26 @@ class Outbox:
                     )
         return len(done)
 
-    def _deliver_one(self, store: Store, row_id: int, op: str, payload: str, done: list[int]) -> None:
+    def _deliver_one(self, store: Store, row_id: int, op: str, key: str | None, payload: str, done: list[int]) -> None:
         try:
-            OPS[op](store, json.loads(payload))
+            if op == "zen_snapshot":
+                self._deliver_snapshot(store, row_id, key, json.loads(payload))
+            else:
+                OPS[op](store, json.loads(payload))
         except PERMANENT_ERRORS as exc:
             # It will never succeed: set aside (kept, reported) so it blocks nothing.
-            log.error("outbox: %s #%s refused by the store, moved to outbox_dead: %s", op, row_id, exc)
+            log.error(
+                "outbox: %s #%s%s refused by the store, moved to outbox_dead: %s",
+                op,
+                row_id,
+                f" ({key})" if key else "",
+                exc,
+            )
             with self._flock, _transaction(self._fdb):
+                # outbox_dead numbers its own rows: outbox ids start again at 1 once it empties.
                 self._fdb.execute(
-                    "insert into outbox_dead (id, op, key, payload, created_at, failed_at, error) "
-                    "select id, op, key, payload, created_at, ?, ? from outbox where id = ?",
+                    "insert into outbox_dead (op, key, payload, created_at, failed_at, error) "
+                    "select op, key, payload, created_at, ?, ? from outbox where id = ?",
                     (time.time(), f"{type(exc).__name__}: {exc}", row_id),
                 )
                 self._fdb.execute("delete from outbox where id = ?", (row_id,))
@@ -331,6 +408,51 @@ class Outbox:
                 self._fdb.execute("update outbox set attempts = attempts + 1 where id = ?", (row_id,))
             raise
         done.append(row_id)
+
+    def _deliver_snapshot(self, store: Store, row_id: int, key: str | None, payload: dict[str, Any]) -> None:
+        from .integrations.zen import SnapshotTurn, apply_snapshot
+
+        def set_aside(turn: SnapshotTurn, exc: Exception) -> None:
+            # Only this turn: the thread's other and later turns are delivered without it.
+            log.error(
+                "outbox: turn %s of %s refused by the store, set aside in outbox_dead (the thread's other "
+                "turns are delivered): %s",
+                turn.index,
+                key,
+                exc,
+            )
+            record = {"turn_id": turn.id, "snapshot": row_id, "turn": turn.turn}
+            with self._flock, _transaction(self._fdb):
+                self._fdb.execute(
+                    "insert into outbox_dead (op, key, payload, created_at, failed_at, error) "
+                    "values ('zen_turn', ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        json.dumps(record, ensure_ascii=False, default=str),
+                        time.time(),
+                        time.time(),
+                        f"{type(exc).__name__}: {exc}"[:2000],
+                    ),
+                )
+            if key:
+                self._aside_by_key().setdefault(key, set()).add(turn.id)
+
+        skip = self._aside_by_key().get(key, set()) if key else set()
+        apply_snapshot(store, payload, skip=skip, set_aside=set_aside)
+
+    def _aside_by_key(self) -> dict[str, set[str]]:
+        # Read once per batch, not per snapshot: each read is one more time the flusher lets
+        # go of the GIL and takes it back from a caller.
+        if self._aside is None:
+            with self._flock:
+                rows = self._fdb.execute(
+                    "select key, json_extract(payload, '$.turn_id') from outbox_dead where op = 'zen_turn'"
+                ).fetchall()
+            self._aside = {}
+            for key, turn in rows:
+                if key and turn:
+                    self._aside.setdefault(str(key), set()).add(str(turn))
+        return self._aside
 
     def _record_error(self, exc: BaseException) -> None:
         log.warning("outbox: delivery failed, will retry: %s: %s", type(exc).__name__, exc)
@@ -350,16 +472,40 @@ class Outbox:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything queued so far is delivered; False on timeout."""
+        deadline = time.monotonic() + timeout
         self._draining.set()
         try:
-            self._wake.set()
-            return self._idle.wait(timeout) if self.depth() else True
+            # The depth decides, not the idle flag alone: an append can land between the
+            # flusher seeing an empty queue and setting the flag.
+            while self.depth():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.clear()
+                self._wake.set()
+                self._idle.wait(min(0.1, left))
+            return True
+        finally:
+            self._draining.clear()
+
+    def _drain(self, deadline: float) -> None:
+        """Let the flusher deliver until ``deadline`` (monotonic), without taking the callers'
+        lock: a signal handler runs this on a thread that may hold it."""
+        self._draining.set()
+        self._wake.set()
+        try:
+            self._idle.wait(max(0.0, deadline - time.monotonic()))
         finally:
             self._draining.clear()
 
     def close(self, timeout: float = 5.0) -> int:
         """Deliver what can be delivered within ``timeout`` seconds, then stop. Returns how
         many operations are left in the file for the next start."""
+        with self._lock:
+            if self._closed:
+                return 0
+            self._closed = True
+        _LIVE.discard(self)
         deadline = time.monotonic() + timeout
         self._draining.set()
         while self.depth() and time.monotonic() < deadline and self._thread and self._thread.is_alive():
@@ -384,6 +530,89 @@ class Outbox:
         return left
 
 
+def _set_aside(db: sqlite3.Connection, key: str) -> set[str]:
+    rows = db.execute(
+        "select json_extract(payload, '$.turn_id') from outbox_dead where key = ? and op = 'zen_turn'", (key,)
+    ).fetchall()
+    return {str(r[0]) for r in rows if r[0]}
+
+
+_HOST = socket.gethostname()
+
+
+def _holder_gone(owner: str) -> bool:
+    """Whether a lease holder (``host:pid:tag``) is a process of this host that no longer runs.
+    Another host's, or an owner written by an older version, is never taken for gone."""
+    parts = owner.split(":")
+    if len(parts) < 3 or not parts[-2].isdigit():
+        return False
+    host, pid = ":".join(parts[:-2]), int(parts[-2])
+    if host != _HOST or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    with contextlib.suppress(OSError, IndexError):
+        # Exited but not yet reaped by its parent (a zombie) is gone too.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return False
+
+
+# Every open outbox of this process, flushed at exit.
+_LIVE: weakref.WeakSet[Outbox] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_hooks = {"atexit": False, "sigterm": False}
+_exit_flush = threading.Event()  # set while the exit flush runs (SIGTERM during it waits for it)
+
+
+def _install_exit_hooks() -> None:
+    with _hooks_lock:
+        if not _hooks["atexit"]:
+            atexit.register(_flush_at_exit)
+            _hooks["atexit"] = True
+        # signal.signal works only on the main thread; an outbox made elsewhere relies on
+        # atexit until one is made on the main thread.
+        if not _hooks["sigterm"] and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                previous = signal.getsignal(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, _sigterm_handler(previous))
+                _hooks["sigterm"] = True
+
+
+def _flush_at_exit() -> None:
+    _exit_flush.set()
+    deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+    for outbox in list(_LIVE):
+        try:
+            outbox.close(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # one outbox's failure must not keep the others from flushing
+            log.error("outbox: flush at exit of %s failed: %s: %s", outbox.path, type(exc).__name__, exc)
+
+
+def _sigterm_handler(previous: Any) -> Callable[[int, Any], None]:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # Deliver what the flushers can within the bound, then do what was done before us:
+        # the host's own handler, or the default (the process ends).
+        if _exit_flush.is_set():
+            return  # already exiting: the (bounded) flush at exit finishes, then the process ends
+        deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+        for outbox in list(_LIVE):
+            outbox._drain(deadline)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    return on_sigterm
+
+
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("begin immediate")
@@ -391,7 +620,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         yield
         db.execute("commit")
     except BaseException:
-        db.execute("rollback")
+        # On a full disk SQLite may have rolled back already: a second rollback would raise
+        # and hide the real error.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("rollback")
         raise
 
 

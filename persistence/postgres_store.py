@@ -156,7 +156,7 @@ class PostgresStore(FunctionStore):
         message = diag.message_primary or str(exc).strip()
         if diag.message_detail:
             message += f" ({diag.message_detail})"
-        return sql_error(exc.sqlstate, message, fn)
+        return sql_error(exc.sqlstate, message, fn, where=f"the database {self.url}")
 
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:

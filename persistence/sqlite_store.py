@@ -9,15 +9,19 @@ own connection; WAL lets readers run beside the writer.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
+import logging
 import os
 import sqlite3
+import struct
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 from urllib.parse import quote
 
 from . import validation as v
@@ -27,10 +31,12 @@ from .errors import (
     PersistenceError,
     ReadOnlyStoreError,
     SchemaVersionError,
+    StorageFullError,
+    StoreDamagedError,
     StoreOpenError,
     ValidationError,
 )
-from .filestore import LocalFileStore, StoredBlob, file_id_for
+from .filestore import HeldBlob, LocalFileStore, file_id_for, hold
 from .models import (
     Conversation,
     ImportResult,
@@ -50,7 +56,13 @@ from .transfer import ParsedRecord
 
 __all__ = ["SQLiteStore"]
 
+log = logging.getLogger("persistence")
+
 SQLITE_HEADER = b"SQLite format 3\x00"
+# Opening a store runs ``pragma quick_check`` on files up to this size (about 1 ms per MB
+# when cached), so a damaged file is refused for writes before the first write, not after.
+# Larger files get the header check only; ``doctor`` always runs the full quick_check.
+OPEN_CHECK_MAX_BYTES = 64 * 1024 * 1024
 # Ranking reads bm25 for at most this many of the newest matches: a word in half of a
 # million messages would otherwise cost a scan per query. Rarer words rank all matches.
 SEARCH_RANK_WINDOW = 10_000
@@ -150,10 +162,15 @@ class SQLiteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        # Why the file is known to be damaged (None: not known to be). Set by doctor, by any
+        # statement that meets a corrupt page, or by the checks at open; from then on writes
+        # are refused, since writing into a damaged b-tree can spread the damage.
+        self.damage: str | None = None
         self._check_file()
         self.files = LocalFileStore(
             Path(files_dir).expanduser() if files_dir else self.path.with_name(self.path.stem + "-files")
         )
+        self._check_integrity_at_open()
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -169,6 +186,16 @@ class SQLiteStore(Store):
                 raise StoreOpenError(f"cannot read {self.path}: {exc.strerror}") from None
             if header and header != SQLITE_HEADER:
                 raise StoreOpenError(f"{self.path} is not a SQLite database (left untouched)")
+            if not header:
+                # SQLite treats an empty file as a new database; an empty file where a store
+                # was expected is more often a truncated copy than a deliberate choice.
+                log.warning(
+                    "%s is an empty file: initialising a new, empty store in it. If a store was expected "
+                    "here, this file is probably a truncated copy; restore it from the original.",
+                    self.path,
+                )
+            else:
+                self._check_header()
             if not self.read_only and not os.access(self.path, os.W_OK):
                 self.read_only = True  # readable, so browse it; writes raise ReadOnlyStoreError
         elif self.read_only:
@@ -179,9 +206,57 @@ class SQLiteStore(Store):
             except OSError as exc:
                 raise StoreOpenError(f"cannot create {self.path.parent}: {exc.strerror}") from None
 
+    def _check_header(self) -> None:
+        """Cheap check of a file that claims to be SQLite: is it as long as its header says?
+        A copy cut short (a full disk, an interrupted transfer) is the common damage."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            return  # pages may still live in the WAL (a crash mid-checkpoint): no verdict
+        with open(self.path, "rb") as fh:
+            header = fh.read(100)
+        size = self.path.stat().st_size
+        if len(header) < 100:
+            self.damage = f"the file is {size} bytes, shorter than a SQLite header"
+            return
+        page_size = struct.unpack(">H", header[16:18])[0]
+        page_size = 65536 if page_size == 1 else page_size
+        change_counter, pages = struct.unpack(">II", header[24:32])
+        valid_for = struct.unpack(">I", header[92:96])[0]
+        # The page count in the header is only meaningful when written by the same change.
+        if pages and valid_for == change_counter and size < pages * page_size:
+            self.damage = f"the file is {size:,} bytes but its header says {pages:,} pages of {page_size:,}: truncated"
+
+    def _check_integrity_at_open(self) -> None:
+        if self.damage is None and self.path.exists():
+            size = self.path.stat().st_size
+            if 0 < size <= OPEN_CHECK_MAX_BYTES:
+                self._quick_check(self._conn())
+        if self.damage is not None:
+            log.error("%s", self._damaged_error(self.damage))
+
+    def _quick_check(self, db: sqlite3.Connection) -> str:
+        """``pragma quick_check`` as text ("ok" or its first findings); records damage."""
+        try:
+            rows = [str(r[0]) for r in db.execute("pragma quick_check(10)")]
+        except sqlite3.DatabaseError as exc:  # the check itself can meet an unreadable page
+            rows = [str(exc)]
+        result = "\n".join(rows) or "ok"
+        if result != "ok":
+            self.damage = f"pragma quick_check: {rows[0]}" + (f" (+{len(rows) - 1} more)" if len(rows) > 1 else "")
+        return result
+
+    def recover_command(self) -> str:
+        """The CLI command that copies what is readable into a new file."""
+        output = self.path.with_name(f"{self.path.stem}-recovered{self.path.suffix or '.db'}")
+        return f"python -m persistence recover --url {self.url} --output {output}"
+
+    def _damaged_error(self, detail: str) -> StoreDamagedError:
+        return StoreDamagedError(str(self.path), detail, self.recover_command())
+
     def _connect(self) -> sqlite3.Connection:
         if self._closed:
             raise PersistenceError("the store is closed")
+        conn: sqlite3.Connection | None = None
         try:
             if self.read_only:
                 uri = f"file:{quote(str(self.path))}?mode=ro"
@@ -209,6 +284,11 @@ class SQLiteStore(Store):
             conn.execute("pragma wal_autocheckpoint = 10000")
             conn.execute("select count(*) from sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            error = self._translate(exc)
+            if isinstance(error, StorageFullError | StoreDamagedError):
+                raise error from None
             raise StoreOpenError(f"cannot open {self.path}: {exc}") from None
         conn.row_factory = sqlite3.Row
         with self._lock:
@@ -226,17 +306,23 @@ class SQLiteStore(Store):
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.path} is read-only; nothing was written")
+        if self.damage is not None:
+            raise self._damaged_error(self.damage)
         db = self._conn()
         try:
             db.execute("begin immediate")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise self._translate(exc) from None
         try:
             yield db
             db.execute("commit")
         except BaseException as exc:
-            db.execute("rollback")
-            if isinstance(exc, sqlite3.OperationalError):
+            # On a full disk or an I/O error SQLite may already have rolled the transaction
+            # back itself; a second rollback would fail and hide the real error.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("rollback")
+            if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc) from None
             raise
 
@@ -244,14 +330,30 @@ class SQLiteStore(Store):
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot across the statements of one read."""
         db = self._conn()
-        db.execute("begin")
+        try:
+            db.execute("begin")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
         try:
             yield db
         finally:
-            db.execute("commit")
+            if db.in_transaction:
+                db.execute("commit")
 
-    def _translate(self, exc: sqlite3.OperationalError) -> PersistenceError:
+    def _translate(self, exc: sqlite3.Error) -> PersistenceError:
+        """The package's error for a sqlite3 error; a corrupt page also marks the store damaged."""
         text = str(exc)
+        extended = getattr(exc, "sqlite_errorcode", None) or 0
+        code = extended & 0xFF  # the primary result code
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "database disk image is malformed" in text:
+            self.damage = self.damage or text  # the first finding says the most
+            return self._damaged_error(self.damage)
+        # SHMSIZE: the -shm file could not grow (SQLite writes each new page of it up front,
+        # so a full disk shows as this error instead of a crash).
+        if code == sqlite3.SQLITE_FULL or extended == sqlite3.SQLITE_IOERR_SHMSIZE or "disk is full" in text:
+            return StorageFullError(str(self.path.parent), f"SQLite: {text} writing {self.path.name}")
+        if isinstance(exc, sqlite3.IntegrityError):
+            return ConflictError(f"{self.path}: {text}")
         if "readonly" in text:
             return ReadOnlyStoreError(f"{self.path} is read-only: {text}; nothing was written")
         if "locked" in text or "busy" in text:
@@ -281,6 +383,10 @@ class SQLiteStore(Store):
         pending = [(n, sql) for n, sql in MIGRATIONS if n not in applied]
         if pending and self.read_only:
             raise StoreOpenError(f"{self.path} needs migrating ({pending[0][0]}) but is read-only")
+        if self.damage is not None:
+            if pending:
+                raise self._damaged_error(self.damage)
+            return  # open for reading what is readable (and for doctor); nothing is written
         for name, sql in pending:
             with self._write() as tx:
                 if name in self._applied(tx):  # another process got there first
@@ -874,14 +980,26 @@ class SQLiteStore(Store):
 
     # -- files -------------------------------------------------------------------------
 
-    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
+    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> HeldBlob:
+        # Only spooled and hashed here: the bytes are placed by _record_upload, in the same
+        # write transaction as the row (see there).
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.path} is read-only; nothing was written")
-        return self.files.put(stream, owner)
+        return hold(stream, owner, self.files.spool_dir, fsync=True)
 
     def _record_upload(self, **f: Any) -> StoredFile:
         created = _ts(f["created_at"])
+        held = f.get("blob")
         with self._write() as db:
+            # The bytes are placed (or found) while this transaction holds SQLite's write lock,
+            # which prune's byte sweep holds too while it checks that no row refers to an
+            # object and deletes it (_sweep_bytes). The lock is the database file's, so this
+            # holds across processes: either the sweep runs first and we place the bytes again
+            # from the held copy, or our row is committed first and the sweep keeps them. The
+            # row is committed only after its bytes are in place, so a crash leaves at worst
+            # bytes without a row, never a row without bytes.
+            if isinstance(held, HeldBlob):
+                self.files.place(held.spooled, f["storage_path"])
             conv_id = None
             if f["continuation_id"]:
                 conv_id = self._ensure_conversation(db, f["continuation_id"], f["created_at"], None)["id"]
@@ -1318,24 +1436,38 @@ class SQLiteStore(Store):
 
     def _doctor(self) -> dict[str, Any]:
         db = self._conn()
+        # The integrity check runs first; on a damaged file every figure below is read
+        # separately and reported as None when it cannot be, so doctor reports, never crashes.
+        quick_check = self._quick_check(db)
 
-        def count(table: str) -> int:
-            return int(db.execute(f"select count(*) from {table}").fetchone()[0])
+        def figure(read: Any) -> Any:
+            try:
+                return read()
+            except sqlite3.DatabaseError as exc:
+                self._translate(exc)  # records the damage
+                return None
+
+        def count(table: str) -> int | None:
+            return figure(lambda: int(db.execute(f"select count(*) from {table}").fetchone()[0]))
 
         wal = self.path.with_name(self.path.name + "-wal")
-        unpriced = db.execute(
-            "select model, sum(unpriced_messages) from usage_daily where unpriced_messages > 0 group by model order by 2 desc"
-        ).fetchall()
-        missing = [r[0] for r in db.execute("select storage_path from files") if not self.files.exists(r[0])]
-        last = db.execute("select max(created_at) from messages").fetchone()[0]
-        return {
+        unpriced = figure(
+            lambda: db.execute(
+                "select model, sum(unpriced_messages) from usage_daily where unpriced_messages > 0 "
+                "group by model order by 2 desc"
+            ).fetchall()
+        )
+        missing = figure(
+            lambda: [r[0] for r in db.execute("select storage_path from files") if not self.files.exists(r[0])]
+        )
+        report = {
             "backend": self.backend,
             "url": self.url,
             "read_only": self.read_only,
             "sqlite_version": sqlite3.sqlite_version,
-            "journal_mode": db.execute("pragma journal_mode").fetchone()[0],
-            "quick_check": db.execute("pragma quick_check").fetchone()[0],
-            "migrations": [name for name, _ in self.migrations()],
+            "journal_mode": figure(lambda: db.execute("pragma journal_mode").fetchone()[0]),
+            "quick_check": quick_check,
+            "migrations": figure(lambda: [r[0] for r in db.execute("select name from _migrations order by rowid")]),
             "database_bytes": self.path.stat().st_size if self.path.exists() else 0,
             "wal_bytes": wal.stat().st_size if wal.exists() else 0,
             "files_dir": str(self.files.root),
@@ -1344,11 +1476,16 @@ class SQLiteStore(Store):
             "files": count("files"),
             "uploads": count("file_uploads"),
             "prices": count("model_prices"),
-            "last_message_at": last,
-            "unpriced_models": {(m or "(no model)"): n for m, n in unpriced},
-            "files_missing_bytes": missing[:20],
-            "files_missing_bytes_count": len(missing),
+            "last_message_at": figure(lambda: db.execute("select max(created_at) from messages").fetchone()[0]),
+            "unpriced_models": None if unpriced is None else {(m or "(no model)"): n for m, n in unpriced},
+            "files_missing_bytes": None if missing is None else missing[:20],
+            "files_missing_bytes_count": None if missing is None else len(missing),
+            "damaged": self.damage is not None,
         }
+        if self.damage is not None:
+            report["damage"] = self.damage
+            report["recover_command"] = self.recover_command()
+        return report
 
     def _prune(self, cutoff: datetime, *, dry_run: bool) -> PruneResult:
         limit = _ts(cutoff)
@@ -1403,9 +1540,21 @@ class SQLiteStore(Store):
             doomed_paths = []
         # Bytes go after the rows are gone: a crash in between leaves unreferenced bytes
         # (harmless, and re-used by the next upload of the same content), never a row without bytes.
-        for path in doomed_paths:
-            self.files.delete(path)
+        self._sweep_bytes(doomed_paths)
         return PruneResult(cutoff=cutoff, dry_run=dry_run, **counts)
+
+    SWEEP_BATCH = 100  # objects deleted per write transaction: uploads wait at most one batch
+
+    def _sweep_bytes(self, paths: list[str]) -> None:
+        """Delete the bytes of objects whose rows prune deleted, unless an upload recorded the
+        same object again since. The check and the delete run under the write lock, which
+        _record_upload holds while it places bytes and records the row: no upload can find
+        the bytes in place and record its row between the check and the delete."""
+        for start in range(0, len(paths), self.SWEEP_BATCH):
+            with self._write() as db:
+                for path in paths[start : start + self.SWEEP_BATCH]:
+                    if db.execute("select 1 from files where storage_path = ?", (path,)).fetchone() is None:
+                        self.files.delete(path)
 
     def _record_provider_file(
         self,
@@ -1519,3 +1668,37 @@ def _split_sql(script: str) -> list[str]:
     if "".join(current).strip():
         raise ValidationError("migration", "incomplete SQL statement at the end of a migration")
     return statements
+
+
+_F = TypeVar("_F", bound=Any)
+
+
+def _translating(method: _F) -> _F:
+    """Wrap a backend primitive so a sqlite3 error leaves it as the package's own error
+    (SQLiteStore._translate): a corrupt page as StoreDamagedError, a full disk as
+    StorageFullError. Reads run their statements outside ``_write``, so this is where
+    their errors are caught."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: SQLiteStore, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Every primitive the base class calls, and check_fts: one place, so a new read cannot forget.
+for _name in sorted({*Store.__abstractmethods__, "check_fts"}):
+    setattr(SQLiteStore, _name, _translating(getattr(SQLiteStore, _name)))

@@ -148,10 +148,17 @@ def decode_cursor(cursor: str, order: str) -> list[Any]:
         raise ValidationError("cursor", "not a cursor from this listing (pass next_cursor back unchanged)") from None
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
 def period_days(since: datetime | None, until: datetime | None) -> tuple[str | None, str | None]:
     """Whole UTC days overlapping [since, until), as 'YYYY-MM-DD' bounds (inclusive)."""
     first = since.date().isoformat() if since else None
-    last = (until - timedelta(microseconds=1)).date().isoformat() if until else None
+    last = None
+    if until:
+        # Step back to the last instant before ``until`` (datetime.min has none before it).
+        end = until - timedelta(microseconds=1) if until > _EARLIEST else until
+        last = end.date().isoformat()
     return first, last
 
 
@@ -227,7 +234,7 @@ class Store(abc.ABC):
             continuation_id=v.check_id(continuation_id, "continuation_id")
             if continuation_id is not None
             else str(uuid.uuid4()),
-            created_at=v.optional_utc(created_at, "created_at") or now(),
+            created_at=v.optional_timestamp(created_at, "created_at") or now(),
             tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
             title=v.optional_text(title, "title", max_length=500),
             session_id=v.optional_id(session_id, "session_id"),
@@ -236,7 +243,7 @@ class Store(abc.ABC):
             tags=v.check_tags(tags),
             metadata=v.check_json(metadata, "metadata"),
             initial_context=v.optional_json(initial_context, "initial_context"),
-            expires_at=v.optional_utc(expires_at, "expires_at"),
+            expires_at=v.optional_timestamp(expires_at, "expires_at"),
         )
         return self._start_conversation(prepared)
 
@@ -263,7 +270,7 @@ class Store(abc.ABC):
             changes["summary"] = v.optional_text(summary, "summary", max_length=100_000)
         if status is not self._UNSET:
             if status not in ("active", "archived", "deleted"):
-                raise ValidationError("status", f"must be active, archived or deleted; got {status!r}")
+                raise ValidationError("status", f"must be active, archived or deleted; got {v.shown(status)}")
             changes["status"] = status
         if tags is not self._UNSET:
             changes["tags"] = v.check_tags(tags)
@@ -272,7 +279,7 @@ class Store(abc.ABC):
         if initial_context is not self._UNSET:
             changes["initial_context"] = v.optional_json(initial_context, "initial_context")
         if expires_at is not self._UNSET:
-            changes["expires_at"] = v.optional_utc(expires_at, "expires_at")
+            changes["expires_at"] = v.optional_timestamp(expires_at, "expires_at")
         return self._update_conversation(cid, changes)
 
     def prepare_message(
@@ -299,11 +306,22 @@ class Store(abc.ABC):
         meta = v.check_json(metadata, "metadata")
         buckets, recognised = normalise_usage(usage)
         if not recognised:
-            log.warning("usage of unknown shape kept in metadata.usage_raw, message unpriced: %r", usage)
-            meta["usage_raw"] = v.check_json(usage, "usage")
-        created = v.optional_utc(created_at, "created_at") or now()
+            # One level under metadata, and the two together within the JSON size limit, so
+            # what is stored passes check_json again (an export imported back).
+            meta["usage_raw"] = v.check_json(usage, "usage", max_depth=v.MAX_JSON_DEPTH - 1)
+            v.check_json_size(meta, "usage", at_least=v.MAX_JSON_BYTES)
+            log.warning(
+                "usage of unknown shape kept in metadata.usage_raw, message unpriced: %.300s",
+                v.dumps(meta["usage_raw"]),
+            )
+        created = v.optional_timestamp(created_at, "created_at") or now()
         price = self.prices.lookup(model, created) if buckets is not None and recognised else None
         cost = price.cost(buckets) if price and buckets is not None else None
+        if cost is not None and not 0 <= cost <= v.MAX_COST_USD:  # also NaN, from a bad price row
+            raise ValidationError(
+                "usage",
+                f"prices at ${cost:,.2f} with {price.id if price else '?'}; the limit is ${v.MAX_COST_USD:,} a message",
+            )
         unpriced = buckets is not None and cost is None and (buckets.total > 0 or not recognised)
         if provider is None and model:
             provider = self.prices.provider_of(model)
@@ -318,7 +336,7 @@ class Store(abc.ABC):
             cost=cost,
             price_id=price.id if cost is not None and price else None,
             unpriced=unpriced,
-            duration_ms=v.optional_nonneg_int(duration_ms, "duration_ms"),
+            duration_ms=v.optional_nonneg_int(duration_ms, "duration_ms", v.MAX_DURATION_MS),
             tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
             files=v.check_str_list(files, "files"),
             images=v.check_str_list(images, "images"),
@@ -377,6 +395,8 @@ class Store(abc.ABC):
         error names ``messages[i].field``) and a failure rolls the whole batch back. Items
         already stored (same ``message_id``) are returned as stored, as a retry would be.
         """
+        if isinstance(messages, str | bytes | dict) or not isinstance(messages, Iterable):
+            raise ValidationError("messages", f"expected a list of dicts, got {type(messages).__name__}")
         items: list[tuple[str, PreparedMessage]] = []
         for i, raw in enumerate(messages):
             if not isinstance(raw, dict):
@@ -421,6 +441,8 @@ class Store(abc.ABC):
         ``upload_id`` is an idempotency key, as ``message_id`` is for messages: an upload
         with this id already stored is returned as it is, and nothing is read or written.
         """
+        if isinstance(source, str) or hasattr(source, "__fspath__"):
+            v.check_path(source, "source")  # before its name is taken as the filename
         if filename is None:
             name = getattr(source, "name", None) if not isinstance(source, bytes | bytearray) else None
             if isinstance(source, str) or hasattr(source, "__fspath__"):
@@ -433,14 +455,14 @@ class Store(abc.ABC):
         tag_list = v.check_tags(tags)
         desc = v.optional_text(description, "description", max_length=10_000)
         meta = v.check_json(metadata, "metadata")
-        created = v.optional_utc(created_at, "created_at") or now()
+        created = v.optional_timestamp(created_at, "created_at") or now()
         if upload_id is not None:
             upload_id = v.check_uuid(upload_id, "upload_id")
             existing = self._get_file(upload_id)
             if existing is not None and existing.upload_id == upload_id:
                 return dataclasses.replace(existing, deduplicated=True)
-        if mime_type is not None and (not isinstance(mime_type, str) or "/" not in mime_type or len(mime_type) > 200):
-            raise ValidationError("mime_type", f"{mime_type!r} is not a MIME type like 'text/plain'")
+        if mime_type is not None:
+            mime_type = v.check_mime_type(mime_type, "mime_type")
         rules = self.upload_rules
         limit, limit_rule = rules.max_bytes, "max_bytes"
         if sid and (rules.uploads_per_minute or rules.bytes_per_minute):
@@ -464,22 +486,30 @@ class Store(abc.ABC):
         with open_source(source) as stream:
             guarded = GuardedReader(stream, rules, clean_name, limit, limit_rule)
             blob = self._put_bytes(guarded, uid)  # type: ignore[arg-type]
-        mime = mime_type or guarded.mime or sniff_mime(blob.head, clean_name)
-        return self._record_upload(
-            blob_sha256=blob.sha256,
-            size=blob.size,
-            storage_path=blob.storage_path,
-            mime_type=mime,
-            filename=clean_name,
-            continuation_id=cid,
-            session_id=sid,
-            user_id=uid,
-            tags=tag_list,
-            description=desc,
-            metadata=meta,
-            created_at=created,
-            upload_id=upload_id,
-        )
+        # The blob may hold a temporary copy of the bytes until the row is recorded (a prune
+        # racing this upload may delete the stored object meanwhile): released either way.
+        try:
+            mime = mime_type or guarded.mime or sniff_mime(blob.head, clean_name)
+            return self._record_upload(
+                blob_sha256=blob.sha256,
+                size=blob.size,
+                storage_path=blob.storage_path,
+                mime_type=mime,
+                filename=clean_name,
+                continuation_id=cid,
+                session_id=sid,
+                user_id=uid,
+                tags=tag_list,
+                description=desc,
+                metadata=meta,
+                created_at=created,
+                upload_id=upload_id,
+                blob=blob,
+            )
+        finally:
+            release = getattr(blob, "release", None)
+            if release is not None:
+                release()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -595,9 +625,11 @@ class Store(abc.ABC):
     def _filters(**kw: Any) -> ListFilters:
         min_cost = kw.get("min_cost")
         if min_cost is not None and (
-            isinstance(min_cost, bool) or not isinstance(min_cost, int | float) or min_cost < 0
+            isinstance(min_cost, bool)
+            or not isinstance(min_cost, int | float)
+            or not 0 <= min_cost <= 1e18  # NaN, inf and ints no float holds
         ):
-            raise ValidationError("min_cost", f"expected a non-negative number, got {min_cost!r}")
+            raise ValidationError("min_cost", f"expected a non-negative number, got {v.shown(min_cost)}")
         return ListFilters(
             since=v.optional_utc(kw.get("since"), "since"),
             until=v.optional_utc(kw.get("until"), "until"),
@@ -810,7 +842,8 @@ class Store(abc.ABC):
         if isinstance(older_than, timedelta):
             if older_than <= timedelta(0):
                 raise ValidationError("older_than", "must be a positive duration")
-            cutoff = now() - older_than
+            # Longer than datetime reaches back: the cutoff is the first instant there is.
+            cutoff = now() - older_than if older_than < now() - _EARLIEST else _EARLIEST
         else:
             cutoff = v.to_utc(older_than, "older_than")
         result = self._prune(cutoff, dry_run=bool(dry_run))
@@ -838,7 +871,7 @@ class Store(abc.ABC):
             provider=name.lower(),
             provider_file_id=pid,
             purpose=v.optional_text(purpose, "purpose", max_length=100) or None,
-            expires_at=v.optional_utc(expires_at, "expires_at"),
+            expires_at=v.optional_timestamp(expires_at, "expires_at"),
             created_at=now(),
         )
 
@@ -1024,7 +1057,7 @@ class Store(abc.ABC):
 
 def _limit(limit: object, maximum: int = 1000) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
-        raise ValidationError("limit", f"expected an integer from 1 to {maximum}, got {limit!r}")
+        raise ValidationError("limit", f"expected an integer from 1 to {maximum}, got {v.shown(limit)}")
     return limit
 
 
@@ -1033,9 +1066,11 @@ def _group_keys(group_by: Sequence[str] | str, allowed: tuple[str, ...]) -> list
         group_by = (group_by,)
     keys: list[str] = []
     for key in group_by:
+        if not isinstance(key, str):
+            raise ValidationError("group_by", f"expected names, got {type(key).__name__}")
         key = KEY_ALIASES.get(key, key)
         if key not in allowed:
-            raise ValidationError("group_by", f"{key!r} is not one of {', '.join(allowed)}")
+            raise ValidationError("group_by", f"{v.shown(key)} is not one of {', '.join(allowed)}")
         if key not in keys:
             keys.append(key)
     if sum(k in PERIOD_KEYS for k in keys) > 1:

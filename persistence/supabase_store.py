@@ -28,7 +28,7 @@ from supabase import Client, create_client
 
 from .config import load_env
 from .errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError
-from .filestore import StoredBlob, sniff_mime, spool, storage_path_for
+from .filestore import Spooled, StoredBlob, sniff_mime, spool, storage_path_for
 from .sql import OWN_PREFIX, migration_files
 from .sql.api import FunctionStore, jsonable, sql_error
 
@@ -114,21 +114,25 @@ class SupabaseStorage:
         """Hash the bytes into a temporary file (1 MiB at a time), then upload them unless the
         owner already stores the same bytes."""
         with spool(stream) as tmp:
-            sha, size, head = tmp.sha256, tmp.size, tmp.head
-            path = storage_path_for(owner, sha)
-            if self.exists(path):
-                return StoredBlob(sha, size, path, head, created=False)
-            self._ensure_bucket()
-            try:
-                with open(tmp.path, "rb") as fh:
-                    self._api().upload(path, fh, {"content-type": sniff_mime(head), "upsert": "false"})
-            except StorageApiError as exc:
-                if str(getattr(exc, "status", "")) == "409" or "duplicate" in str(getattr(exc, "code", "")).lower():
-                    return StoredBlob(sha, size, path, head, created=False)  # a concurrent upload won
-                raise _storage_error(exc, f"uploading {path}") from None
-            except httpx.HTTPError as exc:
-                raise PersistenceError(f"uploading {path} to Supabase Storage failed: {exc}") from None
-            return StoredBlob(sha, size, path, head, created=True)
+            return self.place(tmp, storage_path_for(owner, tmp.sha256))
+
+    def place(self, spooled: Spooled, storage_path: str) -> StoredBlob:
+        """Upload the bytes of a spooled file to ``storage_path`` unless they are there; the
+        spooled file stays, so the caller can place it again (see FunctionStore._settle)."""
+        sha, size, head, path = spooled.sha256, spooled.size, spooled.head, storage_path
+        if self.exists(path):
+            return StoredBlob(sha, size, path, head, created=False)
+        self._ensure_bucket()
+        try:
+            with open(spooled.path, "rb") as fh:
+                self._api().upload(path, fh, {"content-type": sniff_mime(head), "upsert": "false"})
+        except StorageApiError as exc:
+            if str(getattr(exc, "status", "")) == "409" or "duplicate" in str(getattr(exc, "code", "")).lower():
+                return StoredBlob(sha, size, path, head, created=False)  # a concurrent upload won
+            raise _storage_error(exc, f"uploading {path}") from None
+        except httpx.HTTPError as exc:
+            raise PersistenceError(f"uploading {path} to Supabase Storage failed: {exc}") from None
+        return StoredBlob(sha, size, path, head, created=True)
 
     def exists(self, storage_path: str) -> bool:
         try:

@@ -107,7 +107,7 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
     conv = PreparedConversation(
         id=v.check_uuid(_get(c, "id", w), f"{w}.id"),
         continuation_id=v.check_id(_get(c, "continuation_id", w), f"{w}.continuation_id"),
-        created_at=v.to_utc(_get(c, "created_at", w), f"{w}.created_at"),
+        created_at=v.check_timestamp(_get(c, "created_at", w), f"{w}.created_at"),
         tool_name=v.optional_text(c.get("tool_name"), f"{w}.tool_name", max_length=200),
         title=v.optional_text(c.get("title"), f"{w}.title", max_length=500),
         session_id=v.optional_id(c.get("session_id"), f"{w}.session_id"),
@@ -116,7 +116,7 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
         tags=v.check_tags(c.get("tags"), f"{w}.tags"),
         metadata=v.check_json(c.get("metadata"), f"{w}.metadata"),
         initial_context=v.optional_json(c.get("initial_context"), f"{w}.initial_context"),
-        expires_at=v.optional_utc(c.get("expires_at"), f"{w}.expires_at"),
+        expires_at=v.optional_timestamp(c.get("expires_at"), f"{w}.expires_at"),
         status=str(c.get("status") or "active"),
         summary=v.optional_text(c.get("summary"), f"{w}.summary", max_length=100_000),
     )
@@ -131,10 +131,16 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
         u = m.get("usage") or {}
         if not isinstance(u, dict):
             raise ValidationError(f"{w}.usage", "expected a JSON object")
-        usage = Usage(**{k: v.check_nonneg_int(u.get(k, 0), f"{w}.usage.{k}") for k in Usage.__dataclass_fields__})
+        usage = Usage(
+            **{k: v.check_nonneg_int(u.get(k, 0), f"{w}.usage.{k}", v.MAX_TOKENS) for k in Usage.__dataclass_fields__}
+        )
         cost = m.get("cost_usd")
-        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0):
-            raise ValidationError(f"{w}.cost_usd", f"expected a non-negative number or null, got {cost!r}")
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= v.MAX_COST_USD
+        ):
+            raise ValidationError(
+                f"{w}.cost_usd", f"expected a number from 0 to {v.MAX_COST_USD:,} or null, got {v.shown(cost)}"
+            )
         content = v.check_content(_get(m, "content", w))
         role = v.check_role(_get(m, "role", w))
         metadata = v.check_json(m.get("metadata"), f"{w}.metadata")
@@ -145,14 +151,14 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
                     id=v.check_uuid(_get(m, "id", w), f"{w}.id"),
                     role=role,
                     content=content,
-                    created_at=v.to_utc(_get(m, "created_at", w), f"{w}.created_at"),
+                    created_at=v.check_timestamp(_get(m, "created_at", w), f"{w}.created_at"),
                     model=v.optional_text(m.get("model"), f"{w}.model", max_length=200),
                     provider=v.optional_text(m.get("provider"), f"{w}.provider", max_length=100),
                     usage=usage,
                     cost=float(cost) if cost is not None else None,
                     price_id=v.optional_text(m.get("price_id"), f"{w}.price_id", max_length=300),
                     unpriced=cost is None and (usage.total > 0 or "usage_raw" in metadata),
-                    duration_ms=v.optional_nonneg_int(m.get("duration_ms"), f"{w}.duration_ms"),
+                    duration_ms=v.optional_nonneg_int(m.get("duration_ms"), f"{w}.duration_ms", v.MAX_DURATION_MS),
                     tool_name=v.optional_text(m.get("tool_name"), f"{w}.tool_name", max_length=200),
                     files=v.check_str_list(m.get("files"), f"{w}.files"),
                     images=v.check_str_list(m.get("images"), f"{w}.images"),
@@ -180,7 +186,7 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
                 filename=v.check_filename(_get(f, "filename", w), f"{w}.filename"),
                 storage_path=str(_get(f, "storage_path", w)),
                 bucket_name=str(f.get("bucket_name") or "local"),
-                created_at=v.to_utc(_get(f, "created_at", w), f"{w}.created_at"),
+                created_at=v.check_timestamp(_get(f, "created_at", w), f"{w}.created_at"),
                 user_id=v.optional_uuid(f.get("user_id"), f"{w}.user_id"),
                 session_id=v.optional_id(f.get("session_id"), f"{w}.session_id"),
                 tags=v.check_tags(f.get("tags"), f"{w}.tags"),
@@ -191,7 +197,7 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
     return ParsedRecord(
         conversation=conv,
         model=v.optional_text(c.get("model"), "conversation.model", max_length=200),
-        updated_at=v.to_utc(c.get("updated_at") or c["created_at"], f"{where}.conversation.updated_at"),
+        updated_at=v.check_timestamp(c.get("updated_at") or c["created_at"], f"{where}.conversation.updated_at"),
         messages=messages,
         files=files,
     )

@@ -124,6 +124,8 @@ class GuardedReader:
         chunk = self.stream.read(n)
         if isinstance(chunk, str):
             raise ValidationError("source", "stream must be opened in binary mode")
+        if not isinstance(chunk, bytes | bytearray):  # a file-like object of some other kind
+            raise ValidationError("source", f"read() returned {type(chunk).__name__}, not bytes")
         self.size += len(chunk)
         if self.limit is not None and self.size > self.limit:
             setting = (

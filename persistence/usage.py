@@ -28,24 +28,26 @@ from typing import Any
 
 from .errors import ValidationError
 from .models import Usage
-from .validation import check_nonneg_int
+from .validation import MAX_TOKENS, check_nonneg_int, shown
 
 __all__ = ["normalise_usage"]
 
 _WRAPPERS = ("usage", "usageMetadata", "usage_metadata")
+_BUCKETS = tuple(Usage.__dataclass_fields__)
 
 
 def normalise_usage(raw: object) -> tuple[Usage | None, bool]:
     """Return ``(usage, recognised)``.
 
     ``(None, True)`` for no usage at all; ``(Usage(), False)`` for a dict of unknown shape.
-    Raises :class:`ValidationError` naming the field for negative, non-numeric or
-    inconsistent counts (cached tokens exceeding the prompt they are part of, …).
+    Raises :class:`ValidationError` naming the field for negative, non-numeric,
+    inconsistent (cached tokens exceeding the prompt they are part of, …) or over-limit
+    counts (more than ``MAX_TOKENS`` in a bucket: see :mod:`persistence.validation`).
     """
     if raw is None:
         return None, True
     if isinstance(raw, Usage):
-        return raw, True
+        return _bounded(raw, "usage"), True
     if not isinstance(raw, Mapping):
         raise ValidationError("usage", f"expected a dict or Usage, got {type(raw).__name__}")
     found = _parse(raw, "usage")
@@ -58,7 +60,15 @@ def normalise_usage(raw: object) -> tuple[Usage | None, bool]:
                     break
     if found is None:
         return Usage(), False
-    return found, True
+    return _bounded(found, "usage"), True
+
+
+def _bounded(usage: Usage, path: str) -> Usage:
+    """Every bucket a count within ``MAX_TOKENS``: a report's counts are checked as read, but
+    a bucket can be a sum of two of them (Gemini's prompt and tool-use prompt), and a
+    :class:`Usage` built by the caller is not checked at all until here."""
+    # getattr, not to_dict(): asdict deep-copies, and a caller's odd value could be anything
+    return Usage(**{name: check_nonneg_int(getattr(usage, name), f"{path}.{name}", MAX_TOKENS) for name in _BUCKETS})
 
 
 class _Reader:
@@ -76,10 +86,10 @@ class _Reader:
             if value is None:
                 return 0
             if not isinstance(value, Mapping):
-                raise ValidationError(path, f"expected an object, got {value!r}")
+                raise ValidationError(path, f"expected an object, got {shown(value)}")
             value = value.get(part)
             path = f"{path}.{part}"
-        return 0 if value is None else check_nonneg_int(value, path)
+        return 0 if value is None else check_nonneg_int(value, path, MAX_TOKENS)
 
 
 def _part(total: int, part: int, total_field: str, part_field: str) -> int:

@@ -36,7 +36,8 @@ STANDIN_JWT_SECRET = "standin-jwt-secret-for-tests-only-0123456789"
 # What a test leaves behind, emptied before the next one (storage.buckets keeps mcp-files).
 PG_TABLES = (
     "public.conversations, public.messages, public.files, public.file_uploads, public.conversation_files, "
-    "public.provider_files, public.usage_daily, public.model_prices, public.store_meta, storage.objects"
+    "public.provider_files, public.usage_daily, public.model_prices, public.store_meta, public.blob_sweeps, "
+    "storage.objects"
 )
 
 

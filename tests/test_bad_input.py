@@ -6,14 +6,16 @@ import contextlib
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 import persistence
-from persistence import ReadOnlyStoreError, StoreOpenError, ValidationError
+from persistence import ReadOnlyStoreError, StoreOpenError, ValidationError, validation
+from persistence.models import Usage
 
 
 @pytest.fixture
@@ -176,3 +178,214 @@ def test_mode_ro_in_the_url(tmp_path: Path) -> None:
     with pytest.raises(ReadOnlyStoreError):
         ro.start_conversation("t")
     ro.close()
+
+
+# -- errors that used to escape validation (issue 10, item 7) ---------------------------------
+
+
+def _nested(depth: int) -> dict[str, object]:
+    """``depth`` + 1 levels of objects: ``depth`` wrapped around an empty one."""
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _cyclic_dict() -> dict[str, object]:
+    d: dict[str, object] = {}
+    d["self"] = d
+    return d
+
+
+def _cyclic_list() -> dict[str, object]:
+    lst: list[object] = []
+    lst.append(lst)
+    return {"l": lst}
+
+
+def _counts(store: persistence.Store) -> object:
+    return (
+        store.count_conversations(),
+        store.usage(()).to_dict(),
+        store.storage_usage(()).to_dict(),
+    )
+
+
+PLUS_5 = timezone(timedelta(hours=5))
+MINUS_5 = timezone(timedelta(hours=-5))
+LIMIT = validation.MAX_TOKENS
+
+
+class _IntStream:
+    def read(self, n: int = -1) -> object:
+        return 42
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        # RecursionError before: nesting and cycles.
+        (lambda s: s.record_message("t-x", "user", "a", metadata=_nested(10_000)), "metadata.a.a"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata=_nested(validation.MAX_JSON_DEPTH)), "metadata.a.a"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata=_cyclic_dict()), "metadata.self"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata=_cyclic_list()), "metadata.l[0]"),
+        (lambda s: s.record_message("t-x", "user", "a", usage={"foo": _nested(10_000)}), "usage.foo.a"),
+        (lambda s: s.start_conversation("t-x", initial_context=_cyclic_dict()), "initial_context.self"),
+        (lambda s: s.put_file(b"hello", filename="a.txt", metadata=_nested(10_000)), "metadata.a.a"),
+        (
+            lambda s: s.record_messages(
+                [{"continuation_id": "t-x", "role": "user", "content": "a", "metadata": _nested(100)}]
+            ),
+            "messages[0].metadata.a",
+        ),
+        # OverflowError before: times at the ends of datetime, counts near 2**62.
+        (lambda s: s.record_message("t-x", "user", "a", created_at=datetime(1, 1, 1, tzinfo=PLUS_5)), "created_at"),
+        (
+            lambda s: s.record_message("t-x", "user", "a", created_at=datetime(9999, 12, 31, 23, tzinfo=MINUS_5)),
+            "created_at",
+        ),
+        (
+            lambda s: s.record_message("t-x", "user", "a", created_at=datetime(1969, 12, 31, 23, tzinfo=UTC)),
+            "created_at",
+        ),
+        (lambda s: s.record_message("t-x", "user", "a", created_at=datetime(2200, 1, 1, tzinfo=UTC)), "created_at"),
+        (lambda s: s.start_conversation("t-x", expires_at=datetime(9999, 12, 31, 23, tzinfo=MINUS_5)), "expires_at"),
+        (lambda s: s.update_conversation("t-keep", expires_at=datetime(1, 1, 1, tzinfo=PLUS_5)), "expires_at"),
+        (lambda s: s.put_file(b"hello", filename="a.txt", created_at=datetime(1, 1, 1, tzinfo=PLUS_5)), "created_at"),
+        (
+            lambda s: s.record_message(
+                "t-x", "assistant", "a", model="glm-4.6", usage={"prompt_tokens": 2**62, "completion_tokens": 2**62}
+            ),
+            "usage.prompt_tokens",
+        ),
+        (
+            lambda s: s.record_message(
+                "t-x", "assistant", "a", usage={"prompt_tokens": 1, "completion_tokens": LIMIT + 1}
+            ),
+            "usage.completion_tokens",
+        ),
+        (
+            # Gemini's prompt is two counts added: each within the limit, the sum is not.
+            lambda s: s.record_message(
+                "t-x", "assistant", "a", usage={"promptTokenCount": LIMIT, "toolUsePromptTokenCount": LIMIT}
+            ),
+            "usage.input_tokens",
+        ),
+        (lambda s: s.record_message("t-x", "assistant", "a", usage=Usage(input_tokens=2**62)), "usage.input_tokens"),
+        (lambda s: s.record_message("t-x", "assistant", "a", usage=Usage(output_tokens=-1)), "usage.output_tokens"),
+        (
+            # 10**10 output tokens of glm-4.6 would cost $22,000: over the per-message cost limit.
+            lambda s: s.record_message(
+                "t-x", "assistant", "a", model="glm-4.6", usage={"prompt_tokens": 1, "completion_tokens": LIMIT}
+            ),
+            "usage",
+        ),
+        (lambda s: s.record_message("t-x", "user", "a", duration_ms=31 * 24 * 3600 * 1000), "duration_ms"),
+        (lambda s: s.record_message("t-x", "user", "a", duration_ms=2**70), "duration_ms"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata={"n": 2**1100}), "metadata.n"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata={"n": 10**5000}), "metadata.n"),
+        (lambda s: s.record_message("t-x", "user", "a", message_id=10**5000), "message_id"),
+        (lambda s: s.record_message("t-x", 10**5000, "a"), "role"),
+        # Non-finite numbers anywhere in JSON.
+        (lambda s: s.record_message("t-x", "user", "a", metadata={"x": [1, float("inf")]}), "metadata.x[1]"),
+        (lambda s: s.record_message("t-x", "user", "a", usage={"foo": float("nan")}), "usage.foo"),
+        (lambda s: s.record_message("t-x", "user", "a", usage={"prompt_tokens": float("inf")}), "usage.prompt_tokens"),
+        # Keys: not strings, or equal once NUL and surrogates are replaced; values that are not JSON.
+        (lambda s: s.record_message("t-x", "user", "a", metadata={("a", "b"): 1}), "metadata"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata={"k\x00": 1, "k\ud800": 2}), "metadata"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata={"s": {1, 2}}), "metadata.s"),
+        (lambda s: s.record_message("t-x", "user", "a", metadata={"big": "x" * (1024 * 1024)}), "metadata"),
+        # ValueError: embedded null byte, and paths the file system cannot encode.
+        (lambda s: s.put_file("/tmp/a\x00b.txt"), "source"),
+        (lambda s: s.put_file(Path("/tmp/a\x00b.txt")), "source"),
+        (lambda s: s.put_file("/tmp/a\ud800.txt"), "source"),
+        (lambda s: s.put_file(_IntStream(), filename="a.txt"), "source"),
+        # A MIME type with CR/LF (stored verbatim before), or no MIME type at all.
+        (lambda s: s.put_file(b"hello", filename="a.txt", mime_type="text/plain\r\nX-Evil: 1"), "mime_type"),
+        (lambda s: s.put_file(b"hello", filename="a.txt", mime_type="text/plain\n"), "mime_type"),
+        (lambda s: s.put_file(b"hello", filename="a.txt", mime_type="text/pl ain"), "mime_type"),
+        (lambda s: s.put_file(b"hello", filename="a.txt", mime_type="text/plaín"), "mime_type"),
+        (lambda s: s.put_file(b"hello", filename="a.txt", mime_type=b"text/plain"), "mime_type"),
+        (lambda s: s.record_messages(5), "messages"),
+        (
+            lambda s: s.record_provider_file(
+                str(uuid.uuid4()), "kimi", "f-1", expires_at=datetime(9999, 12, 31, 23, tzinfo=MINUS_5)
+            ),
+            "expires_at",
+        ),
+    ],
+)
+def test_what_used_to_escape_is_refused_naming_the_field(seeded: persistence.Store, call, field: str) -> None:  # type: ignore[no-untyped-def]
+    before = _counts(seeded)
+    conv = seeded.get_conversation("t-keep")
+    with pytest.raises(ValidationError) as info:
+        call(seeded)
+    assert info.value.field.startswith(field), info.value.field
+    assert _counts(seeded) == before
+    assert seeded.get_conversation("t-keep") == conv
+    assert seeded.get_conversation("t-x") is None
+
+
+def test_counts_at_the_limit_keep_exact_integer_totals(store: persistence.Store) -> None:
+    """Three messages at the token limit in every bucket: before the limit, two near 2**62
+    turned SQLite's totals into floats and usage() into -9.2e18."""
+    at_limit = Usage(LIMIT, LIMIT, LIMIT, LIMIT, LIMIT)
+    for _ in range(3):
+        store.record_message("t-big", "assistant", "a", model="no-such-model", usage=at_limit)
+    conv = store.get_conversation("t-big")
+    assert conv is not None and conv.usage.total == 15 * LIMIT
+    usage = store.usage(())
+    assert usage["total_tokens"].dtype == "int64"
+    assert int(usage["total_tokens"].sum()) == 15 * LIMIT
+    assert int(usage["input_tokens"].sum()) == 3 * LIMIT
+
+
+def test_bounds_that_are_accepted(store: persistence.Store) -> None:
+    deepest = _nested(validation.MAX_JSON_DEPTH - 2)  # in the outer dict: 64 levels, the most allowed
+    m = store.record_message(
+        "t-edge",
+        "assistant",
+        "a",
+        metadata={"deep": deepest, "n": 2**70, "neg": -(2**63), "f": 1.5e20, "when": date(2026, 1, 1)},
+        usage={"prompt_tokens": 10, "completion_tokens": 5},
+        model="glm-4.6",
+        duration_ms=validation.MAX_DURATION_MS,
+        created_at=datetime(1970, 1, 1, 5, tzinfo=PLUS_5),
+    )
+    assert m.created_at == datetime(1970, 1, 1, tzinfo=UTC)
+    got = store.get_message(m.id)
+    assert got is not None and got.metadata == m.metadata and got.metadata["n"] == 2**70
+    # What the store hands back is accepted again as it is (Postgres reads 1.5e20 as an int).
+    assert store.record_message("t-edge", "user", "again", metadata=got.metadata).metadata == got.metadata
+    assert got.metadata["when"] == "2026-01-01"
+    late = store.record_message("t-edge", "user", "b", created_at="2199-12-31T23:59:59.999999+00:00")  # type: ignore[arg-type]
+    assert late.created_at.year == 2199
+    # A date is its midnight UTC.
+    conv = store.start_conversation("t-date", created_at=date(2026, 11, 30))  # type: ignore[arg-type]
+    assert conv.created_at == datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def test_mime_types_are_checked_and_normalised(store: persistence.Store) -> None:
+    f = store.put_file(b"hello", filename="a.txt", mime_type=" Text/Plain;Charset=UTF-8 ")
+    assert f.mime_type == "text/plain; charset=UTF-8"
+    g = store.put_file(b"hello again", filename="b.txt", mime_type='text/plain; charset="utf-8"; format=flowed')
+    assert g.mime_type == 'text/plain; charset="utf-8"; format=flowed'
+    stored = store.get_file(g.upload_id or g.id)
+    assert stored is not None and stored.mime_type == g.mime_type
+    assert validation.check_mime_type("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+
+
+def test_reads_and_prune_refuse_or_reach_the_first_day(seeded: persistence.Store) -> None:
+    for call, field in [
+        (lambda: seeded.list_conversations(limit=10**5000), "limit"),
+        (lambda: seeded.search("precious", limit=10**5000), "limit"),
+        (lambda: seeded.list_conversations(min_cost=float("nan")), "min_cost"),
+        (lambda: seeded.list_conversations(min_cost=10**400), "min_cost"),
+        (lambda: seeded.usage(group_by=[["day"]]), "group_by"),  # type: ignore[list-item]
+    ]:
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert info.value.field == field
+    assert int(seeded.usage((), until=datetime(1, 1, 1, tzinfo=UTC))["messages"].sum()) == 0
+    result = seeded.prune(older_than=timedelta(days=10**8), dry_run=True)  # longer than datetime reaches
+    assert result.conversations == 0 and result.cutoff == datetime(1, 1, 1, tzinfo=UTC)

@@ -234,6 +234,34 @@ def test_import_twice_adds_nothing(source: persistence.Store, store: persistence
     assert_same_totals(source, store)
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("messages", 0, "usage", "input_tokens"), 2**62, "messages[0].usage.input_tokens"),
+        (("messages", 0, "cost_usd"), 1e300, "messages[0].cost_usd"),
+        (("messages", 0, "created_at"), "0001-01-01T00:00:00+05:00", "messages[0].created_at"),
+        (("messages", 0, "duration_ms"), 10**15, "messages[0].duration_ms"),
+        (("conversation", "expires_at"), "9999-12-31T23:59:59-05:00", "conversation.expires_at"),
+    ],
+)
+def test_import_holds_records_to_the_same_bounds_as_writes(
+    source: persistence.Store, store: persistence.Store, path: tuple[Any, ...], value: Any, field: str
+) -> None:
+    """An export edited by hand (or by an attacker) cannot bring in what a write would refuse:
+    totals near 2**62 would turn into floats, years 1 and 9999 overflow on the way to UTC."""
+    populate(source)
+    good = records(source)
+    bad = json.loads(json.dumps(good[0], default=str))
+    target = bad
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    with pytest.raises(persistence.ValidationError) as refused:
+        store.import_records([bad])
+    assert refused.value.field.endswith(field)
+    assert store.count_conversations() == 0  # the batch was refused whole
+
+
 def test_cli_export_then_import(source: persistence.Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     populate(source)
     src_url = f"sqlite:///{tmp_path / 'source.db'}"

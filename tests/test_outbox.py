@@ -213,7 +213,7 @@ def test_kill_9_mid_flush_loses_and_doubles_nothing(tmp_path: Path) -> None:
     child.wait()
     left = Outbox(lambda: persistence.open_store(url), path, start=False).depth()
     assert 0 < left < n
-    restarted = Outbox(lambda: persistence.open_store(url), path)  # takes over once the dead lease expires
+    restarted = Outbox(lambda: persistence.open_store(url), path)  # takes the dead process's lease over at once
     assert restarted.wait_idle(120)
     restarted.close()
     assert delivered() == n
@@ -258,3 +258,134 @@ def test_unknown_operations_are_refused_at_once(tmp_path: Path, op: str) -> None
             outbox.submit(op, {})
     else:
         assert outbox.submit(op, _message("t", 0)) > 0
+
+
+# -- a server that exits (issue 10, item 8) ---------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The pid of a process of this host that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lease_whose_holder_is_gone_is_taken_over_at_once(tmp_path: Path) -> None:
+    import socket
+
+    from persistence.outbox import _connect
+
+    url = f"sqlite:///{tmp_path / 'remote.db'}"
+    path = tmp_path / "outbox.db"
+    db = _connect(path)
+    # What a server killed mid-flush leaves: a lease good for a while yet, its process gone.
+    db.execute(
+        "insert into outbox_state (name, value, until) values ('lease', ?, ?)",
+        (f"{socket.gethostname()}:{_dead_pid()}:deadbeef", time.time() + 600),
+    )
+    db.close()
+    outbox = Outbox(lambda: persistence.open_store(url), path)
+    for i in range(5):
+        outbox.submit("record_message", _message("t-lease", i), key="t-lease")
+    assert outbox.wait_idle(5), outbox.status()  # not after the 600 s
+    outbox.close()
+
+
+def test_a_live_holders_lease_is_respected(tmp_path: Path) -> None:
+    import socket
+
+    from persistence.outbox import _connect
+
+    path = tmp_path / "outbox.db"
+    db = _connect(path)
+    for owner in (f"{socket.gethostname()}:1:cafe", f"another-host:{_dead_pid()}:cafe", "12345-cafe"):
+        db.execute(
+            "insert into outbox_state (name, value, until) values ('lease', ?, ?) "
+            "on conflict (name) do update set value = excluded.value, until = excluded.until",
+            (owner, time.time() + 600),
+        )
+        outbox = Outbox(lambda: persistence.open_store(f"sqlite:///{tmp_path / 'r.db'}"), path, start=False)
+        outbox.submit("record_message", _message("t-live", 0), key="t-live")
+        assert outbox.flush_once() == 0, owner  # pid 1 runs; another host's or an old owner: wait
+        outbox.close(timeout=0)
+    db.close()
+
+
+_EXITING_WRITER = r"""
+import os, signal, sys, time, uuid
+import persistence
+from persistence.outbox import Outbox
+url, path, n, how = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+def open_slow():
+    # A remote store: every batch takes a while, so delivery is far from done at exit.
+    store = persistence.open_store(url)
+    record_messages = store.record_messages
+    def slow(items):
+        time.sleep(0.05)
+        return record_messages(items)
+    store.record_messages = slow
+    return store
+
+if how == "host-handler":
+    def host(signum, frame):
+        open(path + ".host-handler", "w").write("called")
+        sys.exit(3)
+    signal.signal(signal.SIGTERM, host)
+outbox = Outbox(open_slow, path, batch_size=50)
+for i in range(n):
+    outbox.submit("record_message", {"continuation_id": f"t-{i % 3}", "role": "user", "content": f"message {i}",
+                                     "message_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"exit/{i}"))}, key=f"t-{i % 3}")
+print("queued", flush=True)
+if how == "exit":
+    sys.exit(0)  # as an MCP stdio server does when its client closes stdin
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm", "host-handler"])
+def test_a_process_that_exits_delivers_its_outbox_first(tmp_path: Path, how: str) -> None:
+    """At interpreter exit, and on SIGTERM (then the host's own handler, or the default, as
+    before), a bounded flush delivers what is queued."""
+    url = f"sqlite:///{tmp_path / 'remote.db'}"
+    path = tmp_path / "outbox.db"
+    n = 400  # 8 batches of 50, 50 ms each: about 0.4 s of delivery
+    child = subprocess.Popen(
+        [sys.executable, "-c", _EXITING_WRITER, url, str(path), str(n), how], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "queued"
+    if how != "exit":
+        child.send_signal(signal.SIGTERM)
+    code = child.wait(30)
+    assert code == {"exit": 0, "sigterm": -signal.SIGTERM, "host-handler": 3}[how]
+    if how == "host-handler":
+        assert Path(str(path) + ".host-handler").read_text() == "called"
+    assert Outbox(lambda: persistence.open_store(url), path, start=False).depth() == 0
+    store = persistence.open_store(url)
+    assert int(store.usage(())["messages"].iloc[0]) == n
+    store.close()
+
+
+def test_the_overview_says_when_a_turn_was_set_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued turn the store refused is shown on the app's Overview, not only in a log."""
+    from app_seed import open_page
+
+    monkeypatch.setenv("PERSISTENCE_OUTBOX_DIR", str(tmp_path / "queue"))
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    store = persistence.open_store(url)
+    outbox = Outbox(store, outbox_path_for(store.url, tmp_path / "queue"))
+    tid = str(uuid.uuid4())
+    turns = [
+        {"role": "user", "content": "q", "timestamp": "2026-11-20T09:00:00+00:00"},
+        {"role": "assistant", "content": "a", "timestamp": "2026-11-20T09:00:01+00:00", "model_name": "m" * 300},
+    ]
+    ctx = {"thread_id": tid, "created_at": "2026-11-20T09:00:00+00:00", "tool_name": "chat", "turns": turns}
+    outbox.submit("zen_snapshot", {"value": json.dumps(ctx), "ttl": 60, "at": "2026-11-20T09:00:02+00:00"}, key=tid)
+    assert outbox.wait_idle(30)
+    outbox.close()
+    store.close()
+    monkeypatch.setenv("PERSISTENCE_URL", url)
+    at = open_page(period="all")
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "refused 1 queued writes" in shown and "1 of them single turns" in shown

@@ -1,11 +1,18 @@
-"""The zen-mcp-server storage adapter against the server's contract (shared/contracts)."""
+"""The zen-mcp-server storage adapter against the server's contract (shared/contracts).
+
+Every test that takes ``storage`` runs on every backend twice: writing straight to the store
+(``outbox=False``) and through the durable outbox (``outbox=True``, the default on Postgres
+and Supabase), where ``get`` must answer what the store will hold once delivery is done.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import traceback
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,8 @@ from hypothesis import strategies as st
 
 import persistence
 from persistence import ValidationError
-from persistence.integrations.zen import RAW_PROMPT_MARKER, ThreadStorage
+from persistence.integrations.zen import RAW_PROMPT_MARKER, ThreadStorage, turn_id
+from persistence.outbox import Outbox
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -51,9 +59,18 @@ def context(thread_id: str, turns: list[dict[str, Any]], **extra: Any) -> dict[s
     return ctx
 
 
-@pytest.fixture
-def storage(store: persistence.Store) -> ThreadStorage:
-    return ThreadStorage(store, outbox=False)
+@pytest.fixture(params=[False, True], ids=["direct", "outbox"])
+def storage(request: pytest.FixtureRequest, store: persistence.Store, tmp_path: Path) -> Iterator[ThreadStorage]:
+    s = ThreadStorage(store, outbox=request.param, outbox_dir=tmp_path / "queue")
+    yield s
+    if s.outbox is not None:
+        s.outbox.close()
+
+
+def settle(storage: ThreadStorage) -> None:
+    """Wait until the outbox (if any) has delivered everything: the store then holds it all."""
+    if storage.outbox is not None:
+        assert storage.outbox.wait_idle(60), storage.outbox.status()
 
 
 def key(thread_id: str) -> str:
@@ -100,6 +117,8 @@ def test_add_turn_cycle_round_trips_and_fills_columns(storage: ThreadStorage, st
         storage.setex(key(tid), 3600, json.dumps(current))
         ctx = current
     assert json.loads(storage.get(key(tid)) or "null") == ctx  # field for field
+    settle(storage)
+    assert json.loads(storage.get(key(tid)) or "null") == ctx  # and from the store
     conv = store.get_conversation(tid)
     assert conv is not None and conv.message_count == 3
     user, kimi, glm = conv.messages
@@ -174,18 +193,25 @@ def thread_contexts(draw: st.DrawFn) -> dict[str, Any]:
 def test_get_returns_what_was_set(storage: ThreadStorage, ctx: dict[str, Any]) -> None:
     storage.set_with_ttl(key(ctx["thread_id"]), 3600, json.dumps(ctx))
     assert json.loads(storage.get(key(ctx["thread_id"])) or "null") == ctx
+    settle(storage)
+    assert json.loads(storage.get(key(ctx["thread_id"])) or "null") == ctx
     # Writing the same context again (a retry) changes nothing.
     storage.set_with_ttl(key(ctx["thread_id"]), 3600, json.dumps(ctx))
     assert json.loads(storage.get(key(ctx["thread_id"])) or "null") == ctx
 
 
-def test_newest_turns_are_kept(store: persistence.Store) -> None:
-    storage = ThreadStorage(store, outbox=False, max_turns=4)
+@pytest.mark.parametrize("outbox", [False, True], ids=["direct", "outbox"])
+def test_newest_turns_are_kept(store: persistence.Store, outbox: bool, tmp_path: Path) -> None:
+    storage = ThreadStorage(store, outbox=outbox, outbox_dir=tmp_path / "queue", max_turns=4)
     tid = str(uuid.uuid4())
     turns = [turn("user" if i % 2 == 0 else "assistant", f"turn {i}", i) for i in range(10)]
     storage.set_with_ttl(key(tid), 3600, json.dumps(context(tid, turns)))
-    got = json.loads(storage.get(key(tid)) or "null")
-    assert [t["content"] for t in got["turns"]] == ["turn 6", "turn 7", "turn 8", "turn 9"]
+    for _ in range(2):  # queued, then delivered
+        got = json.loads(storage.get(key(tid)) or "null")
+        assert [t["content"] for t in got["turns"]] == ["turn 6", "turn 7", "turn 8", "turn 9"]
+        settle(storage)
+    if storage.outbox is not None:
+        storage.outbox.close()
     conv = store.get_conversation(tid)
     assert conv is not None and conv.message_count == 10  # all kept for the app
 
@@ -194,12 +220,15 @@ def test_ttl_decides_what_get_returns_and_data_stays(storage: ThreadStorage, sto
     tid = str(uuid.uuid4())
     storage.set_with_ttl(key(tid), 3600, json.dumps(context(tid, [turn("user", "remember me", 0)])))
     assert storage.get(key(tid)) is not None
+    settle(storage)
     store.update_conversation(tid, expires_at=datetime.now(UTC) - timedelta(seconds=1))  # as if 3 h passed
     assert storage.get(key(tid)) is None
     conv = store.get_conversation(tid)
     assert conv is not None and conv.messages[0].content == "remember me"
     storage.set_with_ttl(key(tid), 60, json.dumps(context(tid, [turn("user", "remember me", 0)])))
     assert storage.get(key(tid)) is not None  # a fresh write renews it
+    settle(storage)
+    assert storage.get(key(tid)) is not None
     assert storage.get(key(str(uuid.uuid4()))) is None
 
 
@@ -209,6 +238,7 @@ def test_the_raw_prompt_is_stored_not_the_rebuilt_history(storage: ThreadStorage
     rebuilt = f"{history}\n\n{RAW_PROMPT_MARKER}\nWhat about the retry decorator?"
     ctx = context(tid, [turn("user", rebuilt, 0)], initial_context={"prompt": rebuilt, "_original_user_prompt": "x"})
     storage.set_with_ttl(key(tid), 3600, json.dumps(ctx))
+    settle(storage)
     conv = store.get_conversation(tid)
     assert conv is not None
     assert conv.messages[0].content == "What about the retry decorator?"
@@ -217,6 +247,7 @@ def test_the_raw_prompt_is_stored_not_the_rebuilt_history(storage: ThreadStorage
     assert got["turns"][0]["content"] == "What about the retry decorator?"
     # The server writes back what it read: still one turn, not a second copy.
     storage.set_with_ttl(key(tid), 3600, json.dumps(got))
+    settle(storage)
     again = store.get_conversation(tid)
     assert again is not None and again.message_count == 1
 
@@ -266,9 +297,11 @@ def test_bad_values_are_refused_clearly(storage: ThreadStorage) -> None:
     # A malformed usage report does not cost the turn.
     bad_usage = turn("assistant", "answer", 1, model_name="glm-4.6", model_metadata={"usage": {"input_tokens": -5}})
     storage.set_with_ttl(key(tid), 60, json.dumps(context(tid, [turn("user", "q", 0), bad_usage])))
-    got = json.loads(storage.get(key(tid)) or "null")
-    assert [t["content"] for t in got["turns"]] == ["q", "answer"]
-    assert got["turns"][1]["model_metadata"] == {"usage": {"input_tokens": -5}}
+    for _ in range(2):  # queued, then delivered
+        got = json.loads(storage.get(key(tid)) or "null")
+        assert [t["content"] for t in got["turns"]] == ["q", "answer"]
+        assert got["turns"][1]["model_metadata"] == {"usage": {"input_tokens": -5}}
+        settle(storage)
 
 
 def test_other_keys_stay_in_memory(storage: ThreadStorage) -> None:
@@ -310,3 +343,221 @@ def test_thread_contexts_the_server_saved_can_be_imported(tmp_path: Path, capsys
     storage = ThreadStorage(store, outbox=False)
     assert storage.get(key(a)) is None  # history for the app, not a live thread
     storage.shutdown()
+
+
+# -- issue 10: what the store refuses, concurrent callers, unstorable text, zen's echo ----------
+
+# A turn each backend refuses (prepare_message names the field), as seen in the field.
+POISON = {
+    "model_name": {"model_name": "m" * 201},
+    "files": {"files": [1, 2]},
+    "nan": {"model_metadata": {"usage": {"input_tokens": 5}, "metadata": {"score": float("nan")}}},
+}
+
+
+@pytest.mark.parametrize("poison", list(POISON))
+def test_a_turn_the_store_would_refuse_is_refused_by_set_with_ttl(
+    storage: ThreadStorage, store: persistence.Store, poison: str
+) -> None:
+    """Same ValidationError with or without the outbox, and the thread goes on without it."""
+    tid = str(uuid.uuid4())
+    good = [turn("user", "q1", 0), turn("assistant", "a1", 1, model_name="glm-4.6")]
+    storage.set_with_ttl(key(tid), 3600, json.dumps(context(tid, good)))
+    bad = turn("assistant", "poisoned", 2, **POISON[poison])
+    with pytest.raises(ValidationError, match=r"value\.turns\[2\]"):
+        storage.set_with_ttl(key(tid), 3600, json.dumps(context(tid, [*good, bad])))
+    # zen's add_turn failed: its next add_turn reads the thread (without the bad turn) again.
+    ctx = json.loads(storage.get(key(tid)) or "null")
+    assert [t["content"] for t in ctx["turns"]] == ["q1", "a1"]
+    for i, (role, text) in enumerate([("user", "q2"), ("assistant", "a2"), ("user", "q3")], start=2):
+        ctx["turns"].append(turn(role, text, i))
+        storage.set_with_ttl(key(tid), 3600, json.dumps(ctx))
+    settle(storage)
+    conv = store.get_conversation(tid)
+    assert conv is not None and [m.content for m in conv.messages] == ["q1", "a1", "q2", "a2", "q3"]
+    if storage.outbox is not None:
+        assert storage.outbox.status()["dead"] == 0
+
+
+def test_a_turn_refused_at_delivery_is_set_aside_alone(
+    store: persistence.Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshots already queued with a bad turn (by a version without the check): only that
+    turn is set aside, loudly; the thread's other and later turns are delivered."""
+    monkeypatch.setenv("PERSISTENCE_OUTBOX_DIR", str(tmp_path / "queue"))
+    storage = ThreadStorage(store, outbox=True)
+    assert storage.outbox is not None
+    tid = str(uuid.uuid4())
+    turns = [turn("user", "q1", 0), turn("assistant", "poisoned", 1, model_name="m" * 201)]
+    at = datetime.now(UTC).isoformat()
+    # Queued as the unchecked code did: straight into the outbox, one snapshot per add_turn.
+    for text, i in [("q2", 2), ("a2", 3), ("q3", 4)]:
+        turns.append(turn("user" if i % 2 == 0 else "assistant", text, i))
+    for n in range(2, len(turns) + 1):
+        payload = {"value": json.dumps(context(tid, turns[:n])), "ttl": 3600, "at": at}
+        storage.outbox.submit("zen_snapshot", payload, key=key(tid))
+    with caplog.at_level(logging.ERROR, logger="persistence.outbox"):
+        settle(storage)
+    conv = store.get_conversation(tid)
+    assert conv is not None and [m.content for m in conv.messages] == ["q1", "q2", "a2", "q3"]
+    status = storage.outbox.status()
+    assert (status["dead"], status["set_aside"]) == (1, 1)  # the turn once, not every snapshot
+    assert any(r.levelno == logging.ERROR and key(tid) in r.getMessage() for r in caplog.records)
+    report = store.doctor()
+    assert report["outbox_set_aside"] == 1 and report["outbox_dead"] == 1
+    # get answers what the store holds: no poisoned turn, queued or not.
+    got = json.loads(storage.get(key(tid)) or "null")
+    assert [t["content"] for t in got["turns"]] == ["q1", "q2", "a2", "q3"]
+    storage.outbox.close()
+
+
+def test_get_merges_every_queued_snapshot_with_the_store(store: persistence.Store, tmp_path: Path) -> None:
+    """Two callers append to one thread at once: each wrote a snapshot without the other's
+    turn. get answers what the store will hold: both turns, delivered or not."""
+    storage = ThreadStorage(store, outbox=True, outbox_dir=tmp_path / "queue")
+    assert storage.outbox is not None
+    storage.outbox.close()
+    outbox = storage.outbox = Outbox(store, storage.outbox.path, start=False)  # delivery by hand
+    tid = str(uuid.uuid4())
+    base = context(tid, [turn("user", "start", 0), turn("assistant", "answer", 1)])
+    storage.set_with_ttl(key(tid), 3600, json.dumps(base))
+    outbox.flush_once()
+    for round_ in range(3):
+        a, b = json.loads(json.dumps(base)), json.loads(json.dumps(base))  # both read the same
+        a["turns"].append(turn("user", f"from A {round_}", 10 + 2 * round_))
+        b["turns"].append(turn("user", f"from B {round_}", 11 + 2 * round_))
+        storage.set_with_ttl(key(tid), 3600, json.dumps(a))
+        if round_ == 1:
+            outbox.flush_once()  # A's delivered, B's queued
+        storage.set_with_ttl(key(tid), 3600, json.dumps(b))
+        got = [t["content"] for t in json.loads(storage.get(key(tid)) or "null")["turns"]]
+        assert got[-2:] == [f"from A {round_}", f"from B {round_}"], got
+        base = json.loads(storage.get(key(tid)) or "null")
+    outbox.flush_once()
+    assert outbox.depth() == 0
+    stored = [m.content for m in store.get_conversation(tid).messages]  # type: ignore[union-attr]
+    assert stored == [t["content"] for t in base["turns"]]
+    assert json.loads(storage.get(key(tid)) or "null")["turns"] == base["turns"]
+    outbox.close()
+
+
+def test_text_no_backend_stores_is_one_turn_counted_once(storage: ThreadStorage, store: persistence.Store) -> None:
+    """NUL and a lone surrogate become U+FFFD when stored; the turn read back and written again
+    is the same turn (its id comes from the stored text), so nothing is stored or costed twice."""
+    tid = str(uuid.uuid4())
+    usage = {"usage": {"input_tokens": 1000, "output_tokens": 100}}
+    turns = [
+        turn("user", "bad \x00 byte and \ud800 half", 0),
+        turn("assistant", "reply with \x00", 1, model_name="glm-4.6", model_metadata=usage),
+    ]
+    storage.set_with_ttl(key(tid), 3600, json.dumps(context(tid, turns)))
+    for i in range(2, 4):  # zen's add_turn: read (cleaned text), append, write back
+        settle(storage)
+        ctx = json.loads(storage.get(key(tid)) or "null")
+        ctx["turns"].append(turn("user" if i % 2 == 0 else "assistant", f"next {i}", i))
+        storage.set_with_ttl(key(tid), 3600, json.dumps(ctx))
+    settle(storage)
+    conv = store.get_conversation(tid)
+    assert conv is not None and conv.message_count == 4
+    assert conv.messages[0].content == "bad \ufffd byte and \ufffd half"
+    assert conv.total_tokens == 1100
+
+
+def test_ids_of_clean_text_are_unchanged() -> None:
+    """Turn ids already stored (from text without NUL or surrogates) stay the same."""
+    tid = "0b5f6f9e-1c8e-4b39-9a4e-3c2d1e0f9a77"
+    t = {"timestamp": "2026-11-20T09:00:00+00:00", "role": "user"}
+    assert turn_id(tid, t, "Why does the pool run dry?") == "68cc4e51-62fc-58a7-a746-09eb7fece76d"
+    assert turn_id(tid, t, "a \x00") == turn_id(tid, t, "a \ufffd")
+
+
+FOLLOW_UP = (
+    "\n\nCONVERSATION CONTINUATION: You can continue this discussion with Claude! (18 exchanges remaining)\n\n"
+    "Feel free to ask clarifying questions or suggest areas for deeper exploration naturally within your response."
+)
+
+
+def zen_continuation(ctx: dict[str, Any], question: str, answer: str, i: int) -> list[dict[str, Any]]:
+    """The snapshots zen writes for a continued question: the raw prompt (server.py), the
+    prompt it sent the model (history + marker + question + follow-up instructions, the
+    echo), the reply."""
+    history = "=== CONVERSATION HISTORY ===\n" + "\n".join(t["content"] for t in ctx["turns"])
+    echo = f"{history}\n\n{RAW_PROMPT_MARKER}\n{question}{FOLLOW_UP}"
+    out = []
+    for t in (
+        turn("user", question, i),
+        turn("user", echo, i + 1),
+        turn("assistant", answer, i + 2, model_name="glm-4.6", model_metadata={"usage": {"input_tokens": 9}}),
+    ):
+        ctx = {**ctx, "turns": [*ctx["turns"], t]}
+        out.append(ctx)
+    return out
+
+
+def test_zens_echo_of_a_question_is_one_visible_turn(storage: ThreadStorage, store: persistence.Store) -> None:
+    tid = str(uuid.uuid4())
+    ctx = context(tid, [turn("user", "why is the zebra cache cold", 0), turn("assistant", "eviction", 1)])
+    storage.set_with_ttl(key(tid), 3600, json.dumps(ctx))
+    for question, answer, i in [("and the walrus queue", "backpressure", 2), ("what about retries", "jitter", 5)]:
+        for snapshot in zen_continuation(json.loads(storage.get(key(tid)) or "null"), question, answer, i):
+            storage.set_with_ttl(key(tid), 3600, json.dumps(snapshot))
+            ctx = snapshot
+    expected = [t["content"] for t in ctx["turns"]]
+    expected[3] = "and the walrus queue" + FOLLOW_UP  # the echo, history cut as for any turn
+    expected[6] = "what about retries" + FOLLOW_UP
+    for _ in range(2):  # queued, then delivered
+        got = json.loads(storage.get(key(tid)) or "null")
+        assert [t["content"] for t in got["turns"]] == expected  # what zen wrote, round trip
+        assert got["turns"][3] == {**ctx["turns"][3], "content": expected[3]}
+        settle(storage)
+    # Written back as zen does: nothing new.
+    storage.set_with_ttl(key(tid), 3600, json.dumps(got))
+    settle(storage)
+    assert json.loads(storage.get(key(tid)) or "null") == got
+    conv = store.get_conversation(tid)
+    assert conv is not None
+    # The thread page, search and counts see each question once.
+    assert [m.content for m in conv.messages] == [
+        "why is the zebra cache cold",
+        "eviction",
+        "and the walrus queue",
+        "backpressure",
+        "what about retries",
+        "jitter",
+    ]
+    assert conv.message_count == 6
+    assert [h.message.content for h in store.search("walrus")] == ["and the walrus queue"]
+    assert store.search("CONTINUATION") == []
+    assert int(store.usage(())["messages"].iloc[0]) == 6
+
+
+def test_an_echo_without_instructions_read_back_is_still_the_echo(
+    storage: ThreadStorage, store: persistence.Store
+) -> None:
+    """zen's echo with nothing after the question comes back from get as the bare question
+    (the history is cut): written again, it is still the echo, not a new message."""
+    tid = str(uuid.uuid4())
+    ctx = context(tid, [turn("user", "0", 0), turn("user", f"history\n{RAW_PROMPT_MARKER}\n0", 1)])
+    storage.set_with_ttl(key(tid), 3600, json.dumps(ctx))
+    settle(storage)
+    got = json.loads(storage.get(key(tid)) or "null")
+    assert [t["content"] for t in got["turns"]] == ["0", "0"]
+    storage.set_with_ttl(key(tid), 3600, json.dumps(got))
+    settle(storage)
+    assert store.get_conversation(tid).message_count == 1  # type: ignore[union-attr]
+    assert json.loads(storage.get(key(tid)) or "null") == got
+
+
+def test_keys_and_ttls_zen_never_sends_are_refused_by_name(storage: ThreadStorage) -> None:
+    tid = str(uuid.uuid4())
+    value = json.dumps(context(tid, [turn("user", "q", 0)]))
+    with pytest.raises(ValidationError, match="key"):
+        storage.set_with_ttl(["thread", tid], 60, value)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="ttl_seconds"):
+        storage.set_with_ttl(key(tid), 10**5000, value)
+    with pytest.raises(ValidationError, match="ttl_seconds"):
+        storage.set_with_ttl(key(tid), "soon", value)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"value\.created_at"):
+        storage.set_with_ttl(key(tid), 60, json.dumps({**json.loads(value), "created_at": "0001-01-01T00:00:00+05:00"}))
+    assert storage.get(["thread", tid]) is None  # type: ignore[arg-type]
+    assert storage.get(key(tid)) is None  # nothing was stored

@@ -92,10 +92,13 @@ class Health:
     outbox_depth: int | None = None
     outbox_oldest_age_s: float | None = None
     outbox_last_error: str | None = None
+    outbox_dead: int = 0  # writes the store refused, kept in the outbox's outbox_dead table
+    outbox_set_aside: int = 0  # of those, single zen turns left out of a thread that went on
     integrity: str | None = None
     files_missing_bytes: int = 0
     read_only: bool = False
     error: str | None = None
+    recover_command: str | None = None  # set when the database file is damaged
 
 
 def open_ended(until: datetime | None) -> datetime | None:
@@ -310,7 +313,10 @@ def health(store: Store) -> Health:
         outbox_depth=int(depth) if depth is not None else None,
         outbox_oldest_age_s=float(age) if age is not None else None,
         outbox_last_error=str(report["outbox_last_error"]) if report.get("outbox_last_error") else None,
+        outbox_dead=int(report.get("outbox_dead") or 0),
+        outbox_set_aside=int(report.get("outbox_set_aside") or 0),
         integrity=str(report["quick_check"]) if report.get("quick_check") is not None else None,
         files_missing_bytes=int(report.get("files_missing_bytes_count") or 0),
         read_only=bool(report.get("read_only", False)),
+        recover_command=str(report["recover_command"]) if report.get("recover_command") else None,
     )

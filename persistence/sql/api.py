@@ -10,13 +10,21 @@ here. Arguments go as plain Python values; :class:`J` marks the ones sent as jso
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, Protocol
 
-from ..errors import ConflictError, NotFoundError, PersistenceError, StoreOpenError, ValidationError
-from ..filestore import StoredBlob, file_id_for
+from ..errors import (
+    ConflictError,
+    NotFoundError,
+    PersistenceError,
+    StorageFullError,
+    StoreOpenError,
+    ValidationError,
+)
+from ..filestore import HeldBlob, StoredBlob, file_id_for, hold
 from ..models import (
     Conversation,
     ImportResult,
@@ -53,7 +61,11 @@ class J:
 
 
 class BlobStore(Protocol):
-    """Where file bytes live: a local folder (LocalFileStore) or a Supabase Storage bucket."""
+    """Where file bytes live: a local folder (LocalFileStore) or a Supabase Storage bucket.
+
+    Both also have ``place(spooled, storage_path)`` (store an already spooled file, keeping it)
+    and LocalFileStore ``spool_dir`` (spool there, so placing is a link); a store without
+    them gets ``put`` of the spooled copy instead."""
 
     def put(self, stream: BinaryIO, owner: str | None) -> StoredBlob: ...
     def open(self, storage_path: str) -> BinaryIO: ...
@@ -62,9 +74,12 @@ class BlobStore(Protocol):
     def describe(self) -> str: ...
 
 
-def sql_error(code: str | None, message: str, fn: str) -> PersistenceError:
-    """The package's error for a SQLSTATE raised by SQL function ``fn``."""
+def sql_error(code: str | None, message: str, fn: str, where: str = "the database") -> PersistenceError:
+    """The package's error for a SQLSTATE raised by SQL function ``fn`` (``where``: the
+    database, named for a full disk)."""
     code = code or ""
+    if code == "53100":  # disk_full: the server rolled the call back, so nothing was written
+        return StorageFullError(where, f"{fn}: {message}")
     if code == "PT404":
         return NotFoundError(message)
     if code in ("PT409", "23505", "23503"):
@@ -463,33 +478,85 @@ class FunctionStore(Store):
 
     # -- files -------------------------------------------------------------------------
 
-    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> StoredBlob:
-        # The stream enforces the upload rules (size, sniffed type) as it is read.
-        return self.files.put(stream, owner)
+    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> HeldBlob:
+        # The stream enforces the upload rules (size, sniffed type) as it is read. The spooled
+        # copy is held until the row is recorded (_record_upload may have to place it again).
+        spool_dir = getattr(self.files, "spool_dir", None)
+        # A local store links the spooled file into place: synced first, as a rename would be.
+        held = hold(stream, owner, spool_dir, fsync=spool_dir is not None)
+        try:
+            self._place(held)
+        except BaseException:
+            held.release()
+            raise
+        return held
+
+    def _place(self, held: HeldBlob) -> None:
+        place = getattr(self.files, "place", None)
+        if place is not None:
+            place(held.spooled, held.storage_path)
+        else:  # a BlobStore of the caller's own: put the spooled copy again (it dedups)
+            with open(held.spooled.path, "rb") as fh:
+                self.files.put(fh, held.owner)
+
+    # How long an upload waits for a prune that is deleting the bytes it just recorded: past
+    # this, put_file fails rather than report an upload whose bytes may go.
+    SWEEP_WAIT_SECONDS = 1200.0
+
+    def _settle(self, held: HeldBlob, recorded: dict[str, Any]) -> None:
+        """After an upload's row is committed: make sure its bytes are at its storage path.
+
+        Our bytes were in place before the row was recorded, but a prune may have deleted the
+        object meanwhile. The prune's decision and our row are serialised by an advisory lock
+        (shared by uploads, exclusive for prune: see put_file_metadata and prune in
+        20261130060000_persistence_blob_sweeps.sql), so a prune that decided before our row
+        existed may still be deleting, and one that finished may have deleted already.
+        ``sweep_until`` says a prune holds a claim on the path: wait until it lets go (its
+        deletes are done by then, or its lease ran out). Then check, and place the bytes again
+        if they are gone. While our row exists no prune claims this path, so once the check
+        passes the bytes stay. This holds across processes and machines: the lock and the
+        claims live in the database, and the check looks at the shared store itself."""
+        path = recorded["storage_path"]
+        until = recorded.get("sweep_until")
+        deadline = time.monotonic() + self.SWEEP_WAIT_SECONDS
+        delay = 0.02
+        while until is not None:
+            if time.monotonic() > deadline:
+                raise PersistenceError(
+                    f"a prune has been deleting {path} for over {self.SWEEP_WAIT_SECONDS:.0f} s; "
+                    "the upload is recorded, but its bytes may be gone: upload it again"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            until = self._call("blob_sweep_until", {"p_storage_path": path})
+        if path == held.storage_path and not self.files.exists(path):
+            self._place(held)
 
     def _record_upload(self, **f: Any) -> StoredFile:
-        return self._file(
-            self._call(
-                "put_file_metadata",
-                {
-                    "p_file_id": file_id_for(f["storage_path"]),
-                    "p_upload_id": f.get("upload_id") or str(uuid.uuid4()),
-                    "p_file_hash": f["blob_sha256"],
-                    "p_file_size": f["size"],
-                    "p_storage_path": f["storage_path"],
-                    "p_bucket_name": self.bucket_name,
-                    "p_mime_type": f["mime_type"],
-                    "p_filename": f["filename"],
-                    "p_continuation_id": f["continuation_id"],
-                    "p_session_id": f["session_id"],
-                    "p_user_id": f["user_id"],
-                    "p_tags": list(f["tags"]),
-                    "p_description": f["description"],
-                    "p_metadata": J(f["metadata"]),
-                    "p_created_at": f["created_at"],
-                },
-            )
+        held = f.get("blob")
+        recorded = self._call(
+            "put_file_metadata",
+            {
+                "p_file_id": file_id_for(f["storage_path"]),
+                "p_upload_id": f.get("upload_id") or str(uuid.uuid4()),
+                "p_file_hash": f["blob_sha256"],
+                "p_file_size": f["size"],
+                "p_storage_path": f["storage_path"],
+                "p_bucket_name": self.bucket_name,
+                "p_mime_type": f["mime_type"],
+                "p_filename": f["filename"],
+                "p_continuation_id": f["continuation_id"],
+                "p_session_id": f["session_id"],
+                "p_user_id": f["user_id"],
+                "p_tags": list(f["tags"]),
+                "p_description": f["description"],
+                "p_metadata": J(f["metadata"]),
+                "p_created_at": f["created_at"],
+            },
         )
+        if isinstance(held, HeldBlob):
+            self._settle(held, recorded)
+        return self._file(recorded)
 
     def _open_file(self, file_id: str) -> BinaryIO:
         d = self._call("get_file", {"p_id": file_id})
@@ -776,8 +843,8 @@ class FunctionStore(Store):
         d = self._call("prune", {"p_cutoff": cutoff, "p_dry_run": dry_run})
         # Bytes go after the rows are gone: a crash in between leaves unreferenced bytes
         # (harmless, and re-used by the next upload of the same content), never a row without bytes.
-        for _bucket, path in d["deleted"]:
-            self.files.delete(path)
+        if d["deleted"]:
+            self._sweep_bytes(d["sweep_id"], [path for _bucket, path in d["deleted"]])
         return PruneResult(
             cutoff=cutoff,
             dry_run=dry_run,
@@ -787,6 +854,34 @@ class FunctionStore(Store):
             files=d["files"],
             bytes=d["bytes"],
         )
+
+    SWEEP_BATCH = 50  # objects deleted per renewal of the claims: well within their 10-minute lease
+
+    def _sweep_bytes(self, sweep_id: str, paths: list[str]) -> None:
+        """Delete the bytes of the objects prune deleted, under its claims on their paths.
+
+        An upload that records one of these objects again after prune committed sees the
+        claim and, once it is released, checks its bytes and places them again (_settle).
+        Before each batch the claims are renewed, and a path whose claim ran out (this
+        process stalled past the lease, and an uploader may have gone on) is left alone."""
+        released = 0
+        try:
+            for start in range(0, len(paths), self.SWEEP_BATCH):
+                batch = paths[start : start + self.SWEEP_BATCH]
+                held = set(self._call("renew_blob_sweep", {"p_sweep_id": sweep_id, "p_paths": batch}))
+                try:
+                    for path in batch:
+                        if path in held:
+                            self.files.delete(path)
+                finally:
+                    self._call("release_blob_sweep", {"p_sweep_id": sweep_id, "p_paths": batch})
+                    released = start + len(batch)
+        finally:
+            if released < len(paths):
+                # An error stopped the sweep: let the uploaders waiting on the rest go on now,
+                # rather than when the lease runs out (best effort: the error above is the news).
+                with contextlib.suppress(PersistenceError):
+                    self._call("release_blob_sweep", {"p_sweep_id": sweep_id, "p_paths": paths[released:]})
 
     MISSING_BYTES_CHECK_LIMIT: int | None = None  # remote storage: check only the oldest N
 
