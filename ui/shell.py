@@ -1,5 +1,5 @@
-"""What every page is framed by: the store (or why it cannot be opened), the sidebar, and the
-welcome of an empty store."""
+"""What every page is framed by: who may see it, the store (or why it cannot be opened), the
+sidebar, and the welcome of an empty store."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import streamlit as st
 
 import persistence
 
-from . import data, widgets
+from . import auth, data, widgets
 
 __all__ = ["frame"]
 
 
 def frame() -> persistence.Store:
-    """Open the store and draw the sidebar; stop the run with an explanation when there is no
-    store to show, or with the welcome when it is empty."""
+    """Open the store and draw the sidebar; stop the run with the sign-in when the visitor may not
+    see the history, with an explanation when there is no store to show, or with the welcome
+    when it is empty."""
+    auth.gate()  # before the store is even opened: a visitor who may not come in learns nothing of it
+    auth.warn_if_exposed()
     url = data.store_url()
     try:
         store = data.get_store()
@@ -32,6 +35,7 @@ def frame() -> persistence.Store:
         if st.button("Refresh", key="refresh", icon=":material/refresh:", help=f"Results are cached for {data.TTL} s"):
             data.refresh()
             st.rerun()
+        auth.sidebar()
 
     if data.is_empty(url):
         widgets.welcome(store)
