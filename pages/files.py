@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from persistence.uploads import download_type
 from ui import data, fmt, nav, widgets
 from ui.safe import escape_markdown, inline_code
 
@@ -131,7 +132,7 @@ if rows:
             "Download",
             data=lambda fid=f.id: store.open_file(fid).read(),
             file_name=f.filename,
-            mime=f.mime_type,
+            mime=download_type(f.mime_type),  # HTML/SVG: octet-stream, never rendered
             icon=":material/download:",
             on_click="ignore",
             key=f"files_download_{f.upload_id or f.id}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from persistence.errors import ValidationError
+from persistence.search_query import MAX_QUERY_CHARS
 from ui import data, fmt, nav, widgets
 from ui.safe import escape_markdown, highlight_html
 
@@ -29,6 +31,7 @@ query = st.text_input(
     bind="query-params",
     placeholder='connection pool   "exact phrase"   cache OR queue   -retry   数据库',
     help=SYNTAX,
+    max_chars=MAX_QUERY_CHARS,
 )
 facets = data.choices(url)
 c = st.columns(4)
@@ -45,16 +48,20 @@ if not query.strip():
     st.caption(SYNTAX)
     st.stop()
 
-hits = data.search(
-    url,
-    query,
-    since=period.since,
-    until=period.until,
-    model=model,
-    role=role,
-    order=order or "rank",
-    limit=int(limit),
-)
+try:
+    hits = data.search(
+        url,
+        query,
+        since=period.since,
+        until=period.until,
+        model=model,
+        role=role,
+        order=order or "rank",
+        limit=int(limit),
+    )
+except ValidationError as exc:  # over a search limit (words): say which, no error page
+    st.warning(escape_markdown(exc.message), icon=":material/warning:")
+    st.stop()
 if not hits:
     st.info(
         f"No message matches in {escape_markdown(period.describe())}. Try fewer words, a longer period, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from persistence.uploads import download_type
 from ui import data, export, fmt, nav, widgets
 from ui.nav import PAGES
 from ui.queries import THREAD_PAGE
@@ -136,7 +137,7 @@ if conv.files:
                     "Download",
                     data=lambda fid=f.id: store.open_file(fid).read(),
                     file_name=f.filename,
-                    mime=f.mime_type,
+                    mime=download_type(f.mime_type),  # HTML/SVG: octet-stream, never rendered
                     key=f"thread_file_{f.upload_id or f.id}",
                     icon=":material/download:",
                     on_click="ignore",

@@ -19,8 +19,10 @@ import hashlib
 import io
 import mimetypes
 import os
+import re
 import shutil
 import tempfile
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,7 +130,13 @@ def spool(stream: BinaryIO, directory: str | Path | None = None, *, fsync: bool 
             if fsync:
                 out.flush()
                 os.fsync(out.fileno())
-        yield Spooled(tmp_name, digest.hexdigest(), size, head)
+        spooled = Spooled(tmp_name, digest.hexdigest(), size, head)
+        # An upload's reader (persistence.uploads.GuardedReader) judges the whole file here,
+        # before any backend places the bytes or records a row: a ZIP's directory is at its end.
+        check = getattr(stream, "check_spooled", None)
+        if callable(check):
+            check(spooled)
+        yield spooled
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -277,23 +285,22 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# Signatures that decide a type on their own: long or binary enough that text never starts so.
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF-", "application/pdf"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
     (b"\x1f\x8b", "application/gzip"),
     (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
     (b"Rar!\x1a\x07", "application/vnd.rar"),
     (b"\x7fELF", "application/x-executable"),
-    (b"MZ", "application/x-msdownload"),
     (b"SQLite format 3\x00", "application/vnd.sqlite3"),
     (b"OggS", "audio/ogg"),
-    (b"ID3", "audio/mpeg"),
     (b"fLaC", "audio/flac"),
 )
+ZIP_HEADS = (b"PK\x03\x04", b"PK\x05\x06")
 _ZIP_TYPES = {
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -301,10 +308,26 @@ _ZIP_TYPES = {
     ".jar": "application/java-archive",
     ".epub": "application/epub+zip",
 }
+# Content a browser runs when it renders it: refused unless named on the allow-list, and
+# offered only as a download (see persistence.uploads).
+ACTIVE_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml"})
+# Names a browser opens as HTML or SVG whatever the first bytes say.
+_ACTIVE_EXTENSIONS = {
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".shtml": "text/html",
+    ".mht": "text/html",
+    ".mhtml": "text/html",
+    ".xhtml": "application/xhtml+xml",
+    ".xht": "application/xhtml+xml",
+    ".svg": "image/svg+xml",
+}
 
 
 def sniff_mime(head: bytes, filename: str | None = None) -> str:
-    """The type from the bytes themselves; the filename only refines text and zip types."""
+    """The type from the first bytes (up to ``HEAD_BYTES``); the filename only refines text
+    and, as a first guess, ZIP types. Uploads confirm a ZIP type from the archive's manifest
+    and look at the whole file for a second format (:func:`persistence.uploads.inspect_upload`)."""
     ext = os.path.splitext(filename or "")[1].lower()
     for magic, mime in _MAGIC:
         if head.startswith(magic):
@@ -313,21 +336,49 @@ def sniff_mime(head: bytes, filename: str | None = None) -> str:
         return "image/webp"
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "audio/wav"
-    if head[4:8] == b"ftyp":
-        return "video/mp4"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith(ZIP_HEADS):
         return _ZIP_TYPES.get(ext, "application/zip")
-    if _looks_like_text(head):
-        stripped = head.lstrip()[:256].lower()
-        if stripped.startswith((b"<!doctype html", b"<html")):
-            return "text/html"
-        if stripped.startswith(b"<svg") or (stripped.startswith(b"<?xml") and b"<svg" in head.lower()):
-            return "image/svg+xml"
-        guessed = mimetypes.guess_type("x" + ext)[0] if ext else None
-        if guessed and (guessed.startswith("text/") or guessed in _TEXTUAL):
-            return guessed
-        return "text/plain"
-    return "application/octet-stream"
+    text = decode_text(head)
+    if text is not None:
+        return _text_type(text, ext)
+    # Short signatures that plain text could start with come after the text test.
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":
+        return "image/bmp"
+    if head[:2] == b"MZ":
+        return "application/x-msdownload"
+    if head[:3] == b"ID3":
+        return "audio/mpeg"
+    if head[4:8] == b"ftyp":
+        return _library_type(head) or "video/mp4"
+    return _library_type(head) or "application/octet-stream"
+
+
+def _library_type(head: bytes) -> str | None:
+    """What puremagic (a signature database far larger than ours) makes of the bytes: its
+    most confident match that names a MIME type."""
+    try:
+        import puremagic
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        return None
+    try:
+        matches = puremagic.magic_string(head)
+    except (puremagic.PureError, ValueError):
+        return None
+    for match in matches:
+        mime = str(match.mime_type or "").lower()
+        # Text, active content and the types our own signatures decide are never taken from a
+        # short match (puremagic calls any bytes after FF FE "text/plain", any "BM" a bitmap).
+        if "/" in mime and not is_textual(mime) and mime not in ACTIVE_TYPES and mime not in _OWN_TYPES:
+            return mime
+    return None
+
+
+_OWN_TYPES = frozenset(
+    {mime for _, mime in _MAGIC}
+    | set(_ZIP_TYPES.values())
+    | {"application/zip", "image/webp", "audio/wav", "image/bmp", "image/x-ms-bmp", "image/x-bmp", "video/mp4"}
+    | {"application/x-msdownload", "audio/mpeg"}
+)
 
 
 _TEXTUAL = {
@@ -342,14 +393,154 @@ _TEXTUAL = {
 }
 
 
-def _looks_like_text(head: bytes) -> bool:
-    if not head:
-        return True  # an empty file is (empty) text
-    if b"\x00" in head:
+def is_textual(mime: str) -> bool:
+    """Text a person can read (not active content): text/* and the textual application types."""
+    essence = mime.split(";", 1)[0].strip().lower()
+    if essence in ACTIVE_TYPES:
         return False
+    return essence.startswith("text/") or essence in _TEXTUAL or essence.endswith(("+json", "+xml"))
+
+
+def _text_type(text: str, ext: str) -> str:
+    markup = markup_type(text)
+    if markup in ACTIVE_TYPES:
+        return markup
+    if ext in _ACTIVE_EXTENSIONS:
+        return _ACTIVE_EXTENSIONS[ext]
+    guessed = mimetypes.guess_type("x" + ext)[0] if ext else None
+    if guessed and (guessed.startswith("text/") or guessed in _TEXTUAL):
+        return guessed
+    return markup or "text/plain"
+
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def decode_text(head: bytes) -> str | None:
+    """``head`` as text when it is text (UTF-8, or UTF-16/32 with a byte order mark), else None."""
+    if not head:
+        return ""  # an empty file is (empty) text
+    codec, body = "utf-8", head
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            codec, body = name, head[len(bom) :]
+            break
+    unit = 4 if "32" in codec else 2 if "16" in codec else 1
+    body = body[: len(body) - len(body) % unit]
     try:
-        head.decode("utf-8")
-        return True
+        text = body.decode(codec)
     except UnicodeDecodeError as exc:
-        # A multi-byte character cut by the end of the sample is still text.
-        return exc.start >= len(head) - 3
+        if exc.start < len(body) - 4:
+            return None
+        text = body[: exc.start].decode(codec)  # a character cut by the end of the sample
+    if unit == 1:
+        return None if "\x00" in text else text
+    # Almost any bytes decode as UTF-16: only what reads as text counts (no controls, private
+    # use or unassigned code points, which random bytes after a BOM are full of).
+    if any(unicodedata.category(ch) in _NOT_TEXT and ch not in "\t\n\r\f\v" for ch in text):
+        return None
+    return text
+
+
+_NOT_TEXT = frozenset({"Cc", "Co", "Cs", "Cn"})
+
+
+# What may stand before a document's first element: whitespace, the XML declaration and other
+# processing instructions, comments and a DOCTYPE (with an internal subset).
+_PROLOG = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->|<!doctype(?:[^\[>]|\[.*?\])*>", re.IGNORECASE | re.DOTALL)
+_FIRST_TAG = re.compile(r"<(?:[a-z_][\w.\-]*:)?([a-z][\w.\-]*)", re.IGNORECASE)
+_DOCTYPE = re.compile(r"<!doctype\s+(?:[\w.\-]+:)?([\w.\-]+)", re.IGNORECASE)
+# First elements that make a document HTML whatever follows.
+_HTML_ROOTS = frozenset(["html", "head", "body", "script", "iframe", "frameset", "frame", "object", "embed"])
+# First elements a browser's sniffer also takes for HTML (the WHATWG list), but which start
+# many a Markdown README too: such text is HTML when it carries script (HTML_ACTIVE).
+_HTML_TAGS = frozenset(
+    [
+        "h1",
+        "h2",
+        "h3",
+        "div",
+        "font",
+        "table",
+        "a",
+        "style",
+        "title",
+        "b",
+        "br",
+        "p",
+        "img",
+        "meta",
+        "link",
+        "form",
+        "base",
+        "span",
+        "center",
+    ]
+)
+# Script in XML runs only in the XHTML or SVG namespace, or through an XSLT stylesheet.
+XML_ACTIVE = re.compile(
+    r"<(?:[\w.\-]+:)?script[\s>/]|http://www\.w3\.org/1999/xhtml|http://www\.w3\.org/2000/svg|<\?xml-stylesheet",
+    re.IGNORECASE,
+)
+# In HTML also event handlers, script URLs and embedded documents.
+HTML_ACTIVE = re.compile(
+    XML_ACTIVE.pattern + r"|\son[a-z]+\s*=|javascript:|<(?:iframe|frame|object|embed)[\s>/]", re.IGNORECASE
+)
+
+
+def _first_element(text: str) -> tuple[str, str | None] | None:
+    """The local name of markup's first element after the prolog ("" when none follows) and
+    its DOCTYPE's name; None for text that is not markup (does not start with ``<``)."""
+    if not text.lstrip("\ufeff \t\r\n\f\v").startswith("<"):
+        return None
+    pos = 0
+    doctype = None
+    while True:
+        m = _PROLOG.match(text, pos)
+        if m is None or m.end() == pos:
+            break
+        d = _DOCTYPE.match(m.group(0))
+        if d:
+            doctype = d.group(1).lower()
+        pos = m.end()
+    tag = _FIRST_TAG.match(text, pos)
+    return (tag.group(1).lower() if tag else ""), doctype
+
+
+def markup_type(text: str) -> str | None:
+    """The type of text that is markup (first character ``<`` after a BOM and whitespace),
+    from its first element after the prolog: ``image/svg+xml`` for ``svg`` (or an SVG
+    DOCTYPE), ``text/html`` for an HTML root or DOCTYPE, or an HTML fragment with script
+    (:data:`HTML_ACTIVE`), ``application/xhtml+xml`` for other XML with script
+    (:data:`XML_ACTIVE`), ``application/xml`` for other XML. None for text that is not markup."""
+    first = _first_element(text.lstrip("\ufeff"))
+    if first is None:
+        return None
+    name, doctype = first
+    if name == "svg" or doctype == "svg":
+        return "image/svg+xml"
+    if name in _HTML_ROOTS or doctype == "html":
+        return "text/html"
+    if name in _HTML_TAGS:
+        return "text/html" if HTML_ACTIVE.search(text) else None
+    if XML_ACTIVE.search(text):
+        return "application/xhtml+xml"
+    return "application/xml" if name else None
+
+
+def active_markup_pattern(text: str) -> re.Pattern[str] | None:
+    """For markup not yet found active in its first bytes: what to look for in the rest of the
+    file (script in an HTML fragment or in XML). None when there is nothing to look for."""
+    first = _first_element(text.lstrip("\ufeff"))
+    if first is None or first[0] == "":
+        return None
+    name, doctype = first
+    if name == "svg" or doctype in ("svg", "html") or name in _HTML_ROOTS:
+        return None  # already active from the first element
+    return HTML_ACTIVE if name in _HTML_TAGS else XML_ACTIVE

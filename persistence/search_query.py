@@ -9,6 +9,11 @@ the database as syntax: every word is re-quoted when rendered.
 Text written without spaces (Chinese, Japanese, Korean, Thai) is matched by substring. It is
 indexed as overlapping character pairs (``数据库`` -> ``数据 据库 库``) and a query run
 becomes the phrase of its pairs, which matches exactly where the run occurs.
+
+A query is refused (``ValidationError`` naming the limit, never cut) when it is longer than
+``MAX_QUERY_CHARS`` characters or searches more than ``MAX_QUERY_WORDS`` words, counting
+each character of a Chinese/Japanese/Korean/Thai run as a word (each becomes a character
+pair of the index). The same limits hold on every backend; they bound what a search costs.
 """
 
 from __future__ import annotations
@@ -16,7 +21,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Clause", "Term", "cjk_index_text", "is_cjk_char", "parse_query", "python_fragments", "to_fts5"]
+from .errors import ValidationError
+
+__all__ = [
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_WORDS",
+    "Clause",
+    "Term",
+    "cjk_index_text",
+    "is_cjk_char",
+    "parse_query",
+    "python_fragments",
+    "to_fts5",
+]
+
+# What one search may ask for. Every backend refuses more (ValidationError("query", …)),
+# and the Postgres function search_messages refuses the rendered equivalent (PT400).
+MAX_QUERY_CHARS = 1000
+MAX_QUERY_WORDS = 64
 
 # Scripts written without spaces between words.
 _CJK_RANGES = (
@@ -86,13 +108,21 @@ def _split_chunks(query: str) -> list[tuple[str, bool]]:
 
 
 def parse_query(query: str) -> list[Clause]:
-    """Clauses to AND together (negated ones excluded). Empty: nothing to search for."""
+    """Clauses to AND together (negated ones excluded). Empty: nothing to search for.
+
+    Raises ValidationError when the query is over MAX_QUERY_CHARS or MAX_QUERY_WORDS.
+    """
     if not isinstance(query, str):
         return []
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValidationError(
+            "query", f"{len(query):,} characters; a search is at most {MAX_QUERY_CHARS:,} characters long"
+        )
     clauses: list[list[Term]] = []
     negations: list[bool] = []
     join_next = False
-    for text, quoted in _split_chunks(query[:2000]):
+    words = 0
+    for text, quoted in _split_chunks(query):
         if not quoted and text == "OR":
             join_next = bool(clauses)
             continue
@@ -102,10 +132,17 @@ def parse_query(query: str) -> list[Clause]:
         if negated:
             text = text[1:]
         prefix = text.endswith("*")
-        words = tuple(_WORD_OR_RUN.findall(text))
-        if not words:
+        units = tuple(_WORD_OR_RUN.findall(text))
+        if not units:
             continue
-        term = Term(words=words, phrase=quoted or len(words) > 1, prefix=prefix)
+        words += sum(len(u) if _CJK_CHAR.match(u) else 1 for u in units)
+        if words > MAX_QUERY_WORDS:
+            raise ValidationError(
+                "query",
+                f"more than {MAX_QUERY_WORDS} words; a search is at most {MAX_QUERY_WORDS} words "
+                "(each Chinese, Japanese, Korean or Thai character counts as one)",
+            )
+        term = Term(words=units, phrase=quoted or len(units) > 1, prefix=prefix)
         if join_next and not negated and not negations[-1]:
             clauses[-1].append(term)
         else:

@@ -37,7 +37,7 @@ from .models import (
 )
 from .pricing import Price, PriceTable
 from .search_query import Clause, cjk_index_text, parse_query
-from .uploads import GuardedReader, UploadRefusedError, UploadRules
+from .uploads import GuardedReader, UploadRefusedError, UploadRules, settle_type
 from .usage import normalise_usage
 
 log = logging.getLogger("persistence")
@@ -434,7 +434,8 @@ class Store(abc.ABC):
         Bytes are stored once per owner and sha256: a second upload of the same bytes
         stores nothing new and comes back with ``deduplicated=True``. Every upload is
         still recorded with its own filename, session and conversation. The MIME type is
-        sniffed from the bytes unless given; the upload rules (:mod:`persistence.uploads`:
+        sniffed from the bytes; a given ``mime_type`` only refines it (``text/plain`` ->
+        ``text/markdown``) and is otherwise ignored. The upload rules (:mod:`persistence.uploads`:
         size, allowed types sniffed from the bytes, per-session rate) refuse with
         :class:`~persistence.uploads.UploadRefusedError` and store nothing.
 
@@ -489,7 +490,8 @@ class Store(abc.ABC):
         # The blob may hold a temporary copy of the bytes until the row is recorded (a prune
         # racing this upload may delete the stored object meanwhile): released either way.
         try:
-            mime = mime_type or guarded.mime or sniff_mime(blob.head, clean_name)
+            # The type comes from the bytes; a caller's type may only refine it (settle_type).
+            mime = settle_type(guarded.mime or sniff_mime(blob.head, clean_name), mime_type)
             return self._record_upload(
                 blob_sha256=blob.sha256,
                 size=blob.size,
@@ -660,9 +662,11 @@ class Store(abc.ABC):
         """Messages matching ``query``, best first (``order="recent"``: newest first).
 
         Syntax: words, ``"exact phrase"``, ``a OR b``, ``-word``, ``word*``. English is
-        matched by stem, Chinese/Japanese by substring. Never raises for what a user types:
-        text that is not syntax is searched as words, and a query with nothing to search
-        for returns ``[]``.
+        matched by stem, Chinese/Japanese by substring. Text that is not syntax is searched
+        as words, and a query with nothing to search for returns ``[]``. A query over the
+        limits (``MAX_QUERY_CHARS`` = 1,000 characters, ``MAX_QUERY_WORDS`` = 64 words, in
+        persistence.search_query) raises ValidationError("query", …) naming the limit; it is
+        never cut. ``limit`` is 1 to 500.
         """
         if not isinstance(query, str):
             raise ValidationError("query", f"expected a string, got {type(query).__name__}")

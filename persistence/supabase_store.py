@@ -31,6 +31,7 @@ from .errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOp
 from .filestore import Spooled, StoredBlob, sniff_mime, spool, storage_path_for
 from .sql import OWN_PREFIX, migration_files
 from .sql.api import FunctionStore, jsonable, sql_error
+from .uploads import download_type
 
 __all__ = ["SupabaseStorage", "SupabaseStore", "make_client"]
 
@@ -125,7 +126,7 @@ class SupabaseStorage:
         self._ensure_bucket()
         try:
             with open(spooled.path, "rb") as fh:
-                self._api().upload(path, fh, {"content-type": sniff_mime(head), "upsert": "false"})
+                self._api().upload(path, fh, {"content-type": download_type(sniff_mime(head)), "upsert": "false"})
         except StorageApiError as exc:
             if str(getattr(exc, "status", "")) == "409" or "duplicate" in str(getattr(exc, "code", "")).lower():
                 return StoredBlob(sha, size, path, head, created=False)  # a concurrent upload won

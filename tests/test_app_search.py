@@ -60,3 +60,10 @@ def test_markup_in_a_query_or_a_hit_stays_text() -> None:
 def test_the_period_applies() -> None:
     at = open_page("search", q="zebracorn")  # the default last 30 days: the seeded history is older
     assert not hit_links(at) and "No message matches" in at.info[0].value
+
+
+def test_a_query_over_the_word_limit_says_so_without_an_error_page() -> None:
+    at = open_page("search", period="all", q=" ".join(f"w{i}" for i in range(65)))
+    assert not at.exception
+    assert not hit_links(at)
+    assert any("at most 64 words" in w.value for w in at.warning)

@@ -33,9 +33,10 @@ from hypothesis import strategies as st
 import persistence
 from persistence import validation as v
 from persistence.errors import PersistenceError
+from persistence.filestore import HEAD_BYTES, sniff_mime
 from persistence.integrations.zen import RAW_PROMPT_MARKER, ThreadStorage, raw_prompt
 from persistence.models import Usage
-from persistence.uploads import UploadRules
+from persistence.uploads import UploadRules, settle_type
 
 # The store fixture is function-scoped and shared by every example of a test: each example
 # compares counts before and after itself, so what earlier examples stored does not matter.
@@ -520,8 +521,8 @@ def test_put_file_refuses_or_stores_once(hostile_store: persistence.Store, tmp_p
     with store.open_file(f.upload_id or f.id) as fh:
         assert fh.read() == content
     mime = kwargs.get("mime_type")
-    if mime is not None:
-        assert f.mime_type == v.check_mime_type(mime)
+    if mime is not None:  # the caller's type when it refines the sniffed one, else the sniffed one
+        assert f.mime_type == settle_type(sniff_mime(content[:HEAD_BYTES], f.filename), v.check_mime_type(mime))
     assert all(ord(ch) >= 0x20 and ch != "\x7f" for ch in f.mime_type)
     assert v.TIME_MIN <= f.created_at < v.TIME_MAX
     assert after["uploads"] == before["uploads"] + 1

@@ -97,3 +97,11 @@ def test_rules_come_from_the_environment(tmp_path: Path) -> None:
     with pytest.raises(persistence.StoreOpenError, match="PERSISTENCE_UPLOADS_PER_MINUTE"):
         persistence.open_store(f"sqlite:///{tmp_path / 'h.db'}", env={"PERSISTENCE_UPLOADS_PER_MINUTE": "lots"})
     assert os.listdir(tmp_path)  # the store itself was fine
+
+
+def test_active_types_are_allowed_only_by_name() -> None:
+    rules = UploadRules.from_env({"PERSISTENCE_UPLOAD_ALLOWED_TYPES": "text/*, image/*, image/svg+xml"})
+    assert rules.allows("text/markdown") and rules.allows("image/png") and rules.allows("image/svg+xml")
+    assert not rules.allows("text/html") and not rules.allows("application/xhtml+xml")  # text/* is not enough
+    assert not UploadRules().allows("text/html") and not UploadRules().allows("image/svg+xml")
+    assert UploadRules(allowed_types=("*/*",)).allows("text/html")  # */*: the type rules are off

@@ -37,7 +37,7 @@ from ..models import (
     Usage,
 )
 from ..pricing import Price, package_prices
-from ..search_query import Clause, cjk_pairs, marked_fragments, python_fragments
+from ..search_query import MARK_OPEN, Clause, cjk_pairs, marked_fragments, python_fragments
 from ..store import ListFilters, PreparedConversation, PreparedMessage, Store
 from ..transfer import ParsedRecord
 from . import version_time
@@ -465,7 +465,9 @@ class FunctionStore(Store):
         for row in rows:
             message = self._message(row["message"])
             # CJK: the index text is character pairs, so cut the snippet from the original.
-            if row["cjk"] or row["headline"] is None:
+            # search_messages cuts ts_headline from a message's first 3,000 characters (a
+            # bounded cost); a match further on is found here, in the caller's process.
+            if row["cjk"] or row["headline"] is None or MARK_OPEN not in row["headline"]:
                 fragments = python_fragments(message.content, clauses)
             else:
                 fragments = _headline_fragments(row["headline"], message.content)

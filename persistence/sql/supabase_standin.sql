@@ -110,7 +110,12 @@ create table if not exists storage.objects (
 
 alter table storage.buckets enable row level security;
 alter table storage.objects enable row level security;
-grant all on table storage.buckets, storage.objects to anon, authenticated, service_role;
+-- Not TRUNCATE (or REFERENCES, TRIGGER) for API roles: TRUNCATE is not subject to row level
+-- security, so anon could empty the bucket's index. Revoked explicitly too, for databases
+-- bootstrapped by an earlier version of this file.
+revoke truncate, references, trigger on table storage.buckets, storage.objects from anon, authenticated;
+grant select, insert, update, delete on table storage.buckets, storage.objects to anon, authenticated;
+grant all on table storage.buckets, storage.objects to service_role;
 
 create or replace function storage.foldername(name text)
 returns text[]

@@ -1,0 +1,138 @@
+"""Bounded search (issue 11, finding 4): over-limit queries are refused with the limit named,
+never cut, the same on every backend; every accepted query has a bounded cost.
+
+The SQL side (caps, timeouts, hostile calls as a signed-in user) is proven by
+supabase/tests/30_bounded.sql (tests/test_pgtap.py); here the package's limits, the same
+refusals through the function, and the snippet of a match beyond the bounded fragment.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import persistence
+from persistence.errors import ValidationError
+from persistence.search_query import MAX_QUERY_CHARS, MAX_QUERY_WORDS, parse_query
+
+
+def test_the_limits_are_what_the_readme_says() -> None:
+    assert (MAX_QUERY_CHARS, MAX_QUERY_WORDS) == (1000, 64)
+
+
+def test_a_query_over_the_length_limit_is_refused_naming_it() -> None:
+    assert parse_query("a" * MAX_QUERY_CHARS)  # at the limit: accepted
+    with pytest.raises(ValidationError) as err:
+        parse_query("a" * (MAX_QUERY_CHARS + 1))
+    assert err.value.field == "query"
+    assert "1,000 characters" in err.value.message and "1,001" in err.value.message
+
+
+def test_a_query_over_the_word_limit_is_refused_naming_it() -> None:
+    words = [f"w{i}" for i in range(MAX_QUERY_WORDS)]
+    assert len(parse_query(" ".join(words))) == MAX_QUERY_WORDS
+    assert parse_query(" OR ".join(words))  # operators are not words
+    for over in (
+        " ".join([*words, "one"]),
+        " OR ".join([*words, "one"]),
+        '"' + " ".join([*words, "one"]) + '"',  # a phrase counts its words
+        " ".join(words) + " -one",  # so does an exclusion
+    ):
+        with pytest.raises(ValidationError) as err:
+            parse_query(over)
+        assert err.value.field == "query" and f"at most {MAX_QUERY_WORDS} words" in err.value.message
+
+
+def test_cjk_characters_count_as_words() -> None:
+    assert parse_query("数" * MAX_QUERY_WORDS)
+    with pytest.raises(ValidationError, match="Chinese, Japanese, Korean or Thai character counts as one"):
+        parse_query("数" * (MAX_QUERY_WORDS + 1))
+
+
+def test_punctuation_is_not_a_word() -> None:
+    assert parse_query("!!! " * 200 + "pool")  # 801 characters, one word
+
+
+def test_every_backend_refuses_the_same_queries(store: persistence.Store) -> None:
+    store.record_message("t-bounded", "user", "connection pool sizing")
+    for query in ("x" * (MAX_QUERY_CHARS + 1), " ".join(["pool"] * (MAX_QUERY_WORDS + 1)), "池" * 65):
+        with pytest.raises(ValidationError) as err:
+            store.search(query)
+        assert err.value.field == "query"
+    with pytest.raises(ValidationError, match="limit"):
+        store.search("pool", limit=501)
+    assert len(store.search("pool " * MAX_QUERY_WORDS, limit=500)) == 1  # at both caps: accepted
+    assert len(store.search("pool", limit=500)) == 1
+
+
+def test_a_match_past_the_bounded_snippet_is_still_highlighted(store: persistence.Store) -> None:
+    # Postgres cuts ts_headline from a message's first 3,000 characters; the package finds a
+    # later match itself, so the snippet is the same kind on every backend.
+    content = "filler words here " * 400 + "the zanzibarquokka is here"
+    store.record_message("t-far", "assistant", content)
+    hit = store.search("zanzibarquokka")[0]
+    assert ("zanzibarquokka", True) in hit.fragments or any(
+        matched and "zanzibarquokka" in text for text, matched in hit.fragments
+    )
+
+
+def test_a_long_query_over_long_messages_is_fast(store: persistence.Store) -> None:
+    words = [f"word{i}" for i in range(MAX_QUERY_WORDS)]
+    body = (" ".join(words) + " ") * 40  # about 3,500 characters, every word many times
+    store.record_messages(
+        [{"continuation_id": "t-long", "role": "user", "content": body[: 3000 + i]} for i in range(40)]
+    )
+    for query in ('"' + " ".join(words) + '"', " OR ".join(words), " ".join(words)):
+        start = time.perf_counter()
+        hits = store.search(query, limit=500)
+        elapsed = time.perf_counter() - start
+        assert len(hits) == 40, query[:40]
+        assert elapsed < 5, f"{query[:40]}…: {elapsed:.2f} s"  # generous: shared CI machines
+
+
+@pytest.mark.postgres
+def test_the_function_refuses_what_the_package_refuses(pg_url: str) -> None:
+    """A signed-in user calls search_messages directly: the caps hold there too (PT400)."""
+    store = persistence.open_store(pg_url)
+    try:
+        for args, named in (
+            ({"p_tsquery": "'pool'", "p_limit": 501}, "p_limit must be from 1 to 500"),
+            ({"p_tsquery": "'pool'", "p_window": 5000}, "p_window must be from 1 to 1000"),
+            ({"p_query": "pool " * 201}, "the limit is 1000"),
+            ({"p_tsquery": " | ".join(f"'w{i}'" for i in range(4000))}, "the limit is 4000"),
+            ({"p_tsquery": " | ".join(f"'w{i}'" for i in range(101))}, "the limit is 200"),
+        ):
+            with pytest.raises(ValidationError, match=named):
+                store._call("search_messages", args)  # type: ignore[attr-defined]
+        with pytest.raises(ValidationError, match="p_limit must be from 1 to 1000"):
+            store._call("get_messages", {"p_continuation_id": "x", "p_limit": 5000})  # type: ignore[attr-defined]
+        with pytest.raises(ValidationError, match="p_limit must be from 1 to 1001"):
+            store._call("list_conversations", {"p_limit": 1002})  # type: ignore[attr-defined]
+        with pytest.raises(ValidationError, match="p_limit must be from 1 to 1001"):
+            store._call("list_files", {"p_limit": 1002})  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_every_function_a_signed_in_user_can_call_has_a_timeout(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            """select p.proname,
+                   (select c from unnest(coalesce(p.proconfig, '{}')) as c where c like 'statement_timeout=%%')
+               from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+               where n.nspname = 'public' and p.prokind = 'f'
+                   and has_function_privilege('authenticated', p.oid, 'execute')
+                   and p.prorettype <> 'pg_catalog.trigger'::pg_catalog.regtype
+                   and not exists (select 1 from pg_catalog.pg_depend d
+                                   where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                                       and d.objid = p.oid and d.deptype = 'e')"""
+        ).fetchall()
+    missing = sorted(name for name, timeout in rows if timeout is None)
+    assert missing == ["conversations_where", "file_json", "message_json"]  # per-row helpers, reading no table
+    timeouts = {name: timeout.split("=", 1)[1] for name, timeout in rows if timeout}
+    assert timeouts["search_messages"] == "2s"
+    assert set(timeouts.values()) <= {"2s", "5s"}
