@@ -12,7 +12,10 @@ from ui.safe import escape_markdown, highlight_html
 ROLES = {None: "Any", "user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 ORDERS = {"rank": "Best match", "recent": "Newest"}
 SYNTAX = (
-    'Words match by stem ("running" finds "run"); Chinese and Japanese by substring. '
+    'Words match by stem ("running" finds "run"); Chinese, Japanese, Korean and Thai by substring; '
+    "Hindi, Arabic, Hebrew and other scripts as whole words, marks included; accents on Latin letters "
+    "and case are ignored (cafe = café); emoji (🚀, 👩‍💻) and identifiers (`get_conversation`, "
+    "`file.py`, `--flag`) are words too. "
     '`"exact phrase"`, `pool OR cache`, `-exclude`, `prefix*`.'
 )
 

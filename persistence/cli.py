@@ -1,5 +1,5 @@
-"""``python -m persistence``: migrate, demo, doctor, search, export, import, reprice, report, prune,
-import-files, copy, recover.
+"""``python -m persistence``: migrate, reindex, demo, doctor, search, export, import, reprice, report,
+prune, import-files, copy, recover.
 
 Every command takes ``--url`` (default: the store ``open_store()`` resolves from the
 environment). Long work shows a progress bar on stderr; data goes to stdout.
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from .config import open_store, redact_url
+from .config import open_store, redact_url, resolve_url
 from .errors import PersistenceError, ValidationError
 from .store import Store
 
@@ -67,6 +67,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         for name, applied in store.migrations():
             print(f"{applied:%Y-%m-%d %H:%M:%S}  {name}")
         print(f"{redact_url(store.url)} is up to date.", file=sys.stderr)
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Recompute the search index text of every message (after an upgrade that changed it).
+
+    Postgres: direct SQL over the URL (a Supabase project's database URL too); SQLite does
+    it in a migration when the store opens, so there it only re-checks."""
+    url = resolve_url(args.url)
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        from .sql import reindex_search
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            changed = reindex_search(conn, force=True)
+        print(f"{redact_url(url)}: search index text recomputed ({changed:,} messages changed).", file=sys.stderr)
+        return 0
+    with _open(args) as store:
+        print(
+            f"{redact_url(store.url)}: the search index is current (SQLite reindexes when it opens).", file=sys.stderr
+        )
     return 0
 
 
@@ -344,7 +366,7 @@ def cmd_import_files(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .config import _sqlite_path, resolve_url
+    from .config import _sqlite_path
     from .recover import recover_sqlite
 
     url = resolve_url(args.url)
@@ -426,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("migrate", cmd_migrate, "create or upgrade the schema")
+    add("reindex", cmd_reindex, "recompute the search index text of every message (Postgres)")
 
     p = add("demo", cmd_demo, "write realistic synthetic threads")
     p.add_argument("--conversations", type=int, default=200, help="threads to write (default 200)")

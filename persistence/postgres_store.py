@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .config import APP_NAME, load_env, redact_url
 from .errors import PersistenceError, StoreOpenError
 from .filestore import LocalFileStore
-from .sql import migrate, pending_migrations
+from .sql import migrate, pending_migrations, reindex_search
 from .sql.api import BlobStore, FunctionStore, J, sql_error
 
 __all__ = ["PostgresStore"]
@@ -66,6 +66,9 @@ class PostgresStore(FunctionStore):
             with psycopg.connect(url, **kwargs) as conn:
                 if auto_migrate:
                     migrate(conn)
+                    # Rows written before the current index text (persistence.search_query)
+                    # get it recomputed once; a no-op lookup afterwards.
+                    reindex_search(conn)
                 else:
                     pending = pending_migrations(conn)
                     if pending:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import PersistenceError, StoreDamagedError, StoreOpenError
+from .sqlite_schema import reindex_search
 
 __all__ = ["RecoverResult", "recover_sqlite"]
 
@@ -119,6 +120,8 @@ def recover_sqlite(source: str | Path, output: str | Path, *, method: str = "aut
             days = {r[0] for r in db.execute("select distinct substr(created_at, 1, 10) from messages")}
             db.execute("delete from usage_daily")
             store._rebuild(db, days, {r[0] for r in db.execute("select id from conversations")})
+            # The copied rows carry the index text of the release that wrote them.
+            reindex_search(db)
         store.check_fts()
         result.quick_check = store._quick_check(store._conn())
     finally:

@@ -6,9 +6,24 @@ words: punctuation separates words, an unbalanced quote ends at the end of the q
 query of only punctuation or only exclusions matches nothing. The user's text never reaches
 the database as syntax: every word is re-quoted when rendered.
 
-Text written without spaces (Chinese, Japanese, Korean, Thai) is matched by substring. It is
-indexed as overlapping character pairs (``数据库`` -> ``数据 据库 库``) and a query run
-becomes the phrase of its pairs, which matches exactly where the run occurs.
+Text and queries are normalised alike (``normalise``: NFKC, variation selectors dropped,
+accents stripped from Latin letters only; case folded per token) and cut into the same
+tokens (``index_text`` for messages, ``term_tokens`` for queries), so SQLite and Postgres
+index and look up the very same words whatever their own tokenizers would do:
+
+- Text written without spaces (Chinese, Japanese, Korean, Thai) is matched by substring. It
+  is indexed as overlapping character pairs (``数据库`` -> ``数据 据库 库``) and a query run
+  becomes the phrase of its pairs, which matches exactly where the run occurs.
+- Words with combining marks (Hindi, Arabic with vowel marks, Hebrew with points), other
+  non-ASCII words, emoji and symbols (a ZWJ sequence such as 👩‍💻 is one) are spelled as one
+  a-z0-9 token each (``_token``), which neither database splits or stems.
+- Identifiers (``get_conversation``, ``CamelCase``, ``file.py``, ``--flag``, URLs) are
+  indexed whole and by their parts.
+- Plain English words are left to the databases, which stem them.
+
+The index text goes to ``messages.search_extra`` (indexed instead of the content), or None
+where the databases' own tokenizers see the same words (plain ASCII text). ``INDEX_VERSION``
+names this spelling: rows written under an older one are recomputed (see there).
 
 A query is refused (``ValidationError`` naming the limit, never cut) when it is longer than
 ``MAX_QUERY_CHARS`` characters or searches more than ``MAX_QUERY_WORDS`` words, counting
@@ -18,21 +33,28 @@ pair of the index). The same limits hold on every backend; they bound what a sea
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .errors import ValidationError
 
 __all__ = [
+    "INDEX_VERSION",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_WORDS",
     "Clause",
     "Term",
     "cjk_index_text",
+    "index_text",
     "is_cjk_char",
+    "normalise",
     "parse_query",
     "python_fragments",
+    "term_tokens",
     "to_fts5",
+    "unit_tokens",
 ]
 
 # What one search may ask for. Every backend refuses more (ValidationError("query", …)),
@@ -52,17 +74,159 @@ _CJK_RANGES = (
 )
 _CJK_RUN = re.compile(f"[{_CJK_RANGES}]+")
 _CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
-# A word as SQLite's unicode61 and Postgres' parser see it: letters and digits (no "_").
-_WORD_OR_RUN = re.compile(f"[{_CJK_RANGES}]+|[^\\W_{_CJK_RANGES}]+")
+_THAI = re.compile("[\u0e00-\u0e7f]")
+
+
+def _category_ranges(prefix: str, top: int = 0x20000) -> str:
+    """A regex character class body of the code points whose category starts with ``prefix``."""
+    out: list[str] = []
+    start = None
+    for cp in [*range(top), -1]:
+        inside = cp >= 0 and unicodedata.category(chr(cp)).startswith(prefix)
+        if inside and start is None:
+            start = cp
+        elif not inside and start is not None:
+            end = cp - 1
+            out.append(re.escape(chr(start)) + ("" if end == start else "-" + re.escape(chr(end))))
+            start = None
+    return "".join(out)
+
+
+# Combining marks (Hindi vowel signs and virama, Arabic harakat, Hebrew points …) belong to
+# the word they are written in, as do ZWNJ/ZWJ inside Indic and Persian words.
+_MARKS = _category_ranges("M") + "\U000e0100-\U000e01ef\u200c"
+# Letters, digits and marks outside the CJK runs: one word however the databases' own
+# parsers would split it (Postgres' splits at combining marks).
+_WORD_CHARS = f"(?:[^\\W_{_CJK_RANGES}]|[{_MARKS}])"
+# Characters that join words into one identifier: get_conversation, file.py, a/b, user@host.
+_JOINERS = "[._\\-/:@#+~%=?&]"
+# A symbol (emoji and other "So" characters) with its modifiers (skin tones, keycaps, tags),
+# and ZWJ sequences (👩‍💻) as one cluster.
+_SYMBOL = _category_ranges("So", 0x30000)
+_SYMBOL_MODS = f"[{_MARKS}\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]*"
+_UNIT = re.compile(
+    f"[{_CJK_RANGES}]+"
+    f"|[{_SYMBOL}]{_SYMBOL_MODS}(?:\u200d[{_SYMBOL}]{_SYMBOL_MODS})*"
+    f"|(?:--|_+)?{_WORD_CHARS}+(?:{_JOINERS}+{_WORD_CHARS}+)*_*"
+)
+# _UNIT for ASCII text (no CJK, symbols or marks there; a word character is [A-Za-z0-9]): the
+# same units, found about ten times faster, and most messages are ASCII.
+_UNIT_ASCII = re.compile(f"(?:--|_+)?[A-Za-z0-9]+(?:{_JOINERS}+[A-Za-z0-9]+)*_*")
+_PIECE = re.compile(f"{_WORD_CHARS}+")
+_CAMEL = re.compile("[a-z][A-Z]|[A-Z][A-Z][a-z]")
+_CAMEL_PART = re.compile("[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z0-9]+")
+_PLAIN = re.compile("[a-z0-9]+")
+_LATIN_MARKS = re.compile("([A-Za-z\u00c0-\u024f\u1e00-\u1eff])[\u0300-\u036f]+")
+_VARIATION = re.compile("[\ufe0e\ufe0f]")
+# Spelled tokens longer than this are left out (on both sides): Postgres drops words over
+# 2,047 bytes, and a whole long URL is still found by its parts.
+MAX_TOKEN_CHARS = 2000
+# The tokens of one query, spelled, are at most this many characters: the rendered query
+# must stay under what search_messages accepts (4,000), so no backend refuses what another runs.
+MAX_QUERY_TOKEN_CHARS = 3600
+# An identifier longer than this is indexed by its parts only.
+MAX_WHOLE_CHARS = 100
 
 
 def is_cjk_char(ch: str) -> bool:
     return bool(_CJK_CHAR.match(ch))
 
 
+def normalise(text: str) -> str:
+    """The one normalisation applied to message text and to queries, before tokenising.
+
+    NFKC (full-width letters, ligatures, compatibility forms become their plain letters),
+    variation selectors dropped (❤️ and ❤ are one emoji), and accents stripped from Latin
+    letters only (café = cafe, as SQLite's remove_diacritics did): marks are kept on every
+    other script, where they are part of the spelling (Hindi, Arabic, Hebrew, Thai).
+    Case is folded per token (see ``_fold``), after identifiers are split at CamelCase.
+    """
+    if text.isascii():
+        return text
+    text = _VARIATION.sub("", unicodedata.normalize("NFKC", text))
+    decomposed = unicodedata.normalize("NFD", text)
+    stripped = _LATIN_MARKS.sub(r"\1", decomposed)
+    return text if stripped == decomposed else unicodedata.normalize("NFC", stripped)
+
+
+def _fold(text: str) -> str:
+    """Full Unicode case folding (ß -> ss, final sigma -> sigma), which is safe to apply to
+    both the index and the query because it is the same function on both; it is not
+    language-tailored (Turkish dotless ı stays its own letter; İ folds to i)."""
+    return text if text.isascii() and text.islower() else normalise(text.casefold())
+
+
+def _escape(text: str) -> str:
+    # Letters a-z (but q) and digits stand for themselves; anything else is q<hex>q, so the
+    # spelling is unambiguous and a prefix of a word encodes to a prefix of its encoding.
+    return "".join(c if ("a" <= c <= "z" and c != "q") or "0" <= c <= "9" else f"q{ord(c):x}q" for c in text)
+
+
+def _token(text: str, prefix: bool = False) -> str | None:
+    """``text`` (one word, identifier or symbol) as an index token both backends read as one
+    word and neither stems: plain a-z0-9 words as they are (each backend stems and lowercases
+    those itself), anything else spelled q0q…q0q in a-z0-9 (a Postgres "numword", which it
+    does not stem; SQLite's porter stemmer leaves a word ending in q alone). ``prefix``: the
+    beginning of such a token, for ``word*``. None when too long to index."""
+    folded = _fold(text)
+    if _PLAIN.fullmatch(folded):
+        token = text if text.isascii() and text.lower() == folded else folded
+    else:
+        token = "q0q" + _escape(folded) + ("" if prefix else "q0q")
+    return token if len(token) <= MAX_TOKEN_CHARS or _PLAIN.fullmatch(folded) else None
+
+
+def _pieces(unit: str) -> list[str]:
+    parts: list[str] = []
+    for piece in _PIECE.findall(unit):
+        if piece.isascii() and _CAMEL.search(piece):
+            parts.extend(_CAMEL_PART.findall(piece))
+        else:
+            parts.append(piece)
+    return parts
+
+
+def unit_tokens(unit: str, prefix: bool = False, lead: bool = False) -> list[str]:
+    """The index tokens of one non-CJK unit (a word, an identifier or a symbol cluster).
+
+    In the index an identifier (get_conversation, CamelCase, file.py, --flag, a URL) is its
+    whole spelling followed by its parts, so it is found by a part (``conversation``), by
+    its parts as a phrase, or, leading a query, by its parts alone: ``snake_case`` finds
+    ``snake_case_helper`` (``lead``: the unit starts the query's term). A unit after another
+    one in a phrase is looked for with its whole spelling too, so the phrase's words stay
+    adjacent as they are in the index."""
+    if prefix:  # word*: the beginning of the whole spelling
+        token = _token(unit, prefix=True)
+        return [token] if token else []
+    pieces = _pieces(unit)
+    if pieces == [unit]:
+        token = _token(unit)
+        return [token] if token else []
+    whole = _token(unit) if len(unit) <= MAX_WHOLE_CHARS or not pieces else None
+    tokens = [whole] if whole and not (lead and len(pieces) > 1) else []
+    for piece in pieces:
+        token = _token(piece)
+        if token:
+            tokens.append(token)
+    return tokens
+
+
+def _cjk_token(text: str, prefix: bool = False) -> str:
+    # Thai runs hold combining vowel signs, which Postgres' parser splits at: spelled out.
+    if not _THAI.search(text):
+        return text
+    return "q0q" + _escape(text) + ("" if prefix else "q0q")
+
+
+def units(text: str) -> list[str]:
+    """The units of normalised text: CJK runs, symbol clusters, and words/identifiers."""
+    return (_UNIT_ASCII if text.isascii() else _UNIT).findall(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
-    """A word or phrase. ``words`` are the units (latin words or CJK runs) in order."""
+    """A word or phrase. ``words`` are the units (words, identifiers, symbols or CJK runs) in
+    order, normalised."""
 
     words: tuple[str, ...]
     phrase: bool = False
@@ -78,6 +242,26 @@ class Clause:
 
     terms: tuple[Term, ...]
     negated: bool = False
+
+
+def term_tokens(term: Term) -> tuple[list[str], bool]:
+    """The index tokens a term looks for, in order, and whether the last one is a prefix.
+
+    CJK runs become their character pairs (a run's tail follows it when a word comes
+    next, as in the index); a lone CJK character is a prefix of the pairs it starts."""
+    tokens: list[str] = []
+    last = len(term.words) - 1
+    for i, word in enumerate(term.words):
+        if term.is_cjk(i):
+            tokens.extend(_cjk_token(p) for p in cjk_pairs(word))
+            if len(word) > 1 and i < last:
+                tokens.append(_cjk_token(word[-1]))  # the run ends here in the text too, so its tail follows
+        else:
+            tokens.extend(unit_tokens(word, prefix=term.prefix and i == last, lead=i == 0))
+    single_cjk = len(term.words) == 1 and term.is_cjk(0) and len(term.words[0]) == 1
+    if tokens and (single_cjk or (term.prefix and term.is_cjk(last))):
+        tokens[-1] = _cjk_token(cjk_pairs(term.words[last])[-1], prefix=True)
+    return tokens, bool(tokens) and (term.prefix or single_cjk)
 
 
 def _split_chunks(query: str) -> list[tuple[str, bool]]:
@@ -121,28 +305,41 @@ def parse_query(query: str) -> list[Clause]:
     clauses: list[list[Term]] = []
     negations: list[bool] = []
     join_next = False
-    words = 0
+    words = spelled = 0
     for text, quoted in _split_chunks(query):
         if not quoted and text == "OR":
             join_next = bool(clauses)
             continue
         if not quoted and text == "AND":
             continue
-        negated = text.startswith("-") and len(text) > 1
+        # -word excludes; --flag is a word (a command-line flag).
+        negated = text.startswith("-") and len(text) > 1 and not text.startswith("--")
         if negated:
             text = text[1:]
         prefix = text.endswith("*")
-        units = tuple(_WORD_OR_RUN.findall(text))
-        if not units:
+        found = tuple(units(normalise(text)))
+        if not found:
             continue
-        words += sum(len(u) if _CJK_CHAR.match(u) else 1 for u in units)
+        term = Term(words=found, phrase=quoted or len(found) > 1, prefix=prefix)
+        tokens, _ = term_tokens(term)
+        if not tokens:
+            continue
+        # Each token is a word of the index (a CJK character is one pair).
+        words += len(tokens) + sum(1 for i in range(len(found)) if term.is_cjk(i) and len(found[i]) > 1)
         if words > MAX_QUERY_WORDS:
             raise ValidationError(
                 "query",
                 f"more than {MAX_QUERY_WORDS} words; a search is at most {MAX_QUERY_WORDS} words "
-                "(each Chinese, Japanese, Korean or Thai character counts as one)",
+                "(each Chinese, Japanese, Korean or Thai character counts as one, an identifier "
+                "such as get_conversation as its parts and itself)",
             )
-        term = Term(words=units, phrase=quoted or len(units) > 1, prefix=prefix)
+        spelled += sum(len(t) + 6 for t in tokens)  # quotes and an operator around each
+        if spelled > MAX_QUERY_TOKEN_CHARS:
+            raise ValidationError(
+                "query",
+                f"too long once spelled for the index ({spelled:,} characters; at most "
+                f"{MAX_QUERY_TOKEN_CHARS:,}): emoji and non-Latin words take several characters each",
+            )
         if join_next and not negated and not negations[-1]:
             clauses[-1].append(term)
         else:
@@ -162,37 +359,59 @@ def cjk_pairs(run: str) -> list[str]:
     return [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+# Bumped whenever index_text changes what it writes: stores recompute search_extra of the
+# rows written before (SQLite by a migration, Postgres by ``python -m persistence reindex``).
+INDEX_VERSION = 2
+
+
 def _expand_run(run: str) -> str:
-    return run if len(run) == 1 else " ".join([*cjk_pairs(run), run[-1]])
+    pairs = [_cjk_token(p) for p in cjk_pairs(run)]
+    return pairs[0] if len(run) == 1 else " ".join([*pairs, _cjk_token(run[-1])])
+
+
+def index_text(content: str) -> str | None:
+    """The text to index instead of ``content``, or None when the databases' own tokenizers
+    already see what this would write (plain ASCII words).
+
+    The text is normalised (``normalise``), then written as the tokens both backends index
+    alike: CJK runs as overlapping pairs plus their last character, so a query of any length
+    finds them (one character as a prefix of a pair, or the tail); words with combining
+    marks, other non-ASCII words, symbols (emoji) and identifiers spelled by ``_token``; plain
+    words as they are.
+    """
+    text = normalise(content)
+    out: list[str] = []
+    plain = content.isascii()
+    for unit in units(text):
+        tokens = _index_tokens(unit) if len(unit) <= _CACHED_UNIT_CHARS else _unit_index_tokens(unit)
+        if plain and tokens != (unit,):
+            plain = False
+        out.extend(tokens)
+    return None if plain else " ".join(out)
+
+
+def _unit_index_tokens(unit: str) -> tuple[str, ...]:
+    if _CJK_CHAR.match(unit):
+        return (_expand_run(unit),)
+    return tuple(unit_tokens(unit))
+
+
+# Every write indexes its text: words repeat (a Zipf vocabulary), so the tokens of a short
+# unit are computed once and then looked up, which keeps index_text near the cost of the
+# regex that splits the text. Long units (a CJK paragraph, a hash) are rarely seen twice.
+_CACHED_UNIT_CHARS = 64
+_index_tokens = functools.lru_cache(maxsize=65536)(_unit_index_tokens)
 
 
 def cjk_index_text(content: str) -> str | None:
-    """The text to index instead of ``content`` when it has CJK runs (None when none).
-
-    Each run becomes its overlapping pairs plus its last character, so a query of any
-    length finds it (one character as a prefix of a pair, or the tail); text around the
-    runs is kept, now separated from them, so ``GLM模型`` indexes ``GLM`` as a word.
-    """
-    if not _CJK_CHAR.search(content):
-        return None
-    return _CJK_RUN.sub(lambda m: " " + _expand_run(m.group(0)) + " ", content)
+    """The old name of ``index_text``."""
+    return index_text(content)
 
 
 def _fts5_term(term: Term) -> str:
-    tokens: list[str] = []
-    for i, word in enumerate(term.words):
-        if term.is_cjk(i):
-            tokens.extend(cjk_pairs(word))
-            if len(word) > 1 and i + 1 < len(term.words):
-                tokens.append(word[-1])  # the run ends here in the text too, so its tail follows
-        else:
-            tokens.append(word)
+    tokens, prefix = term_tokens(term)
     # FTS5 strings are double-quoted; our tokens never contain quotes or operators.
-    rendered = '"' + " ".join(tokens) + '"'
-    single_cjk = len(term.words) == 1 and term.is_cjk(0) and len(term.words[0]) == 1
-    if term.prefix or single_cjk:
-        rendered += "*"
-    return rendered
+    return '"' + " ".join(tokens) + '"' + ("*" if prefix else "")
 
 
 def to_fts5(clauses: list[Clause]) -> str | None:
@@ -212,6 +431,13 @@ def to_fts5(clauses: list[Clause]) -> str | None:
     return expr
 
 
+@functools.lru_cache(maxsize=4096)
+def _same_length_fold(ch: str) -> str:
+    """``ch`` normalised where that is still one character (é -> e, Ａ -> A), else itself."""
+    folded = normalise(ch)
+    return folded if len(folded) == 1 else ch
+
+
 def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> tuple[tuple[str, bool], ...]:
     """A snippet of ``content`` around the first match, with matches marked.
 
@@ -225,15 +451,20 @@ def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> t
             continue
         for term in clause.terms:
             for i, word in enumerate(term.words):
-                if term.is_cjk(i):
+                if term.is_cjk(i) or not word.isascii():
                     needles.append(re.escape(word))
-                else:
+                elif _PLAIN.fullmatch(word.lower()):
                     stem = word if len(word) <= 4 else word[: max(4, len(word) - 3)]
                     needles.append(r"\b" + re.escape(stem) + r"\w*")
+                else:
+                    needles.append(re.escape(word))
     if not needles:
         return ((content[:width], False),)
     pattern = re.compile("|".join(sorted(needles, key=len, reverse=True)), re.IGNORECASE)
-    first = pattern.search(content)
+    # Matched against a view of the text as normalised as it can be at the same length
+    # (café, cafe\u0301 -> cafe, cafe\u0301), so positions are the original's.
+    view = content if content.isascii() else "".join(_same_length_fold(c) for c in content)
+    first = pattern.search(view)
     start = 0 if first is None else max(0, first.start() - width // 3)
     end = min(len(content), start + width)
     window = content[start:end]
@@ -241,11 +472,16 @@ def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> t
     if start > 0:
         parts.append(("…", False))
     pos = 0
-    for m in pattern.finditer(window):
+    for m in pattern.finditer(view[start:end]):
+        if m.start() < pos:
+            continue  # inside the marks taken with the previous match
         if m.start() > pos:
             parts.append((window[pos : m.start()], False))
-        parts.append((m.group(0), True))
-        pos = m.end()
+        stop = m.end()
+        while stop < len(window) and unicodedata.category(window[stop]).startswith("M"):
+            stop += 1  # a decomposed accent or a variation selector belongs to the match
+        parts.append((window[m.start() : stop], True))
+        pos = stop
     if pos < len(window):
         parts.append((window[pos:], False))
     if end < len(content):

@@ -10,7 +10,30 @@ text (``2025-01-02T03:04:05.000006+00:00``), so they sort as they compare.
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, str]] = [
+import sqlite3
+from collections.abc import Callable
+
+from .search_query import index_text
+
+
+def reindex_search(db: sqlite3.Connection) -> None:
+    """Recompute every message's search_extra with the current ``index_text`` (normalised
+    text, emoji, marks, identifiers): the update trigger re-indexes the changed rows. A
+    Python step because the index text is computed in Python, on every backend alike."""
+    last = 0
+    while True:  # in batches, so a large store is never read into memory at once
+        rows = db.execute(
+            "select rowid, content, search_extra from messages where rowid > ? order by rowid limit 2000", (last,)
+        ).fetchall()
+        if not rows:
+            return
+        changed = [(new, rowid) for rowid, content, old in rows if (new := index_text(content)) != old]
+        db.executemany("update messages set search_extra = ? where rowid = ?", changed)
+        last = rows[-1][0]
+
+
+# A migration is SQL, or a Python step given the open write transaction.
+MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     (
         "0001_initial",
         """
@@ -216,4 +239,5 @@ create table store_meta (
 );
 """,
     ),
+    ("0002_search_index_v2", reindex_search),
 ]

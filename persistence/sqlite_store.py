@@ -391,9 +391,11 @@ class SQLiteStore(Store):
             with self._write() as tx:
                 if name in self._applied(tx):  # another process got there first
                     continue
-                # executescript would commit our transaction; run statement by statement.
-                for statement in _split_sql(sql):
-                    tx.execute(statement)
+                if callable(sql):
+                    sql(tx)
+                else:  # executescript would commit our transaction; run statement by statement.
+                    for statement in _split_sql(sql):
+                        tx.execute(statement)
                 tx.execute("insert into _migrations (name, applied_at) values (?, ?)", (name, _ts(now())))
         if not self.read_only:
             self._sync_package_prices()

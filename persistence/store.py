@@ -36,7 +36,7 @@ from .models import (
     Usage,
 )
 from .pricing import Price, PriceTable
-from .search_query import Clause, cjk_index_text, parse_query
+from .search_query import Clause, index_text, parse_query
 from .uploads import GuardedReader, UploadRefusedError, UploadRules, settle_type
 from .usage import normalise_usage
 
@@ -341,7 +341,7 @@ class Store(abc.ABC):
             files=v.check_str_list(files, "files"),
             images=v.check_str_list(images, "images"),
             metadata=meta,
-            search_extra=cjk_index_text(content),
+            search_extra=index_text(content),
             title_hint=title_from(content) if role == "user" else None,
         )
 
@@ -662,7 +662,9 @@ class Store(abc.ABC):
         """Messages matching ``query``, best first (``order="recent"``: newest first).
 
         Syntax: words, ``"exact phrase"``, ``a OR b``, ``-word``, ``word*``. English is
-        matched by stem, Chinese/Japanese by substring. Text that is not syntax is searched
+        matched by stem, Chinese/Japanese/Korean/Thai by substring; emoji, words with
+        combining marks and identifiers are words too, and text and query are normalised
+        alike (see persistence.search_query). Text that is not syntax is searched
         as words, and a query with nothing to search for returns ``[]``. A query over the
         limits (``MAX_QUERY_CHARS`` = 1,000 characters, ``MAX_QUERY_WORDS`` = 64 words, in
         persistence.search_query) raises ValidationError("query", …) naming the limit; it is

@@ -16,7 +16,7 @@ from typing import Any
 from . import validation as v
 from .errors import ValidationError
 from .models import Conversation, StoredFile, Usage
-from .search_query import cjk_index_text
+from .search_query import index_text
 from .store import EXPORT_FORMAT, PreparedConversation, PreparedMessage, title_from
 
 __all__ = ["ParsedFile", "ParsedRecord", "conversation_record", "parse_record"]
@@ -163,7 +163,7 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
                     files=v.check_str_list(m.get("files"), f"{w}.files"),
                     images=v.check_str_list(m.get("images"), f"{w}.images"),
                     metadata=metadata,
-                    search_extra=cjk_index_text(content),
+                    search_extra=index_text(content),
                     title_hint=title_from(content) if role == "user" else None,
                 ),
             )

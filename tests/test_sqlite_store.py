@@ -16,11 +16,11 @@ from persistence.sqlite_store import SQLiteStore
 def test_the_store_migrates_itself_once(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     store = persistence.open_store(f"sqlite:///{path}")
-    assert [name for name, _ in store.migrations()] == ["0001_initial"]
+    assert [name for name, _ in store.migrations()] == ["0001_initial", "0002_search_index_v2"]
     store.record_message("t", "user", "hello")
     store.close()
     again = persistence.open_store(f"sqlite:///{path}")  # reopening applies nothing twice
-    assert len(again.migrations()) == 1 and again.count_conversations() == 1
+    assert len(again.migrations()) == 2 and again.count_conversations() == 1
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"

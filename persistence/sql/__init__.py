@@ -34,6 +34,7 @@ __all__ = [
     "migration_files",
     "needs_standin",
     "pending_migrations",
+    "reindex_search",
     "split_statements",
     "standin_sql",
 ]
@@ -312,3 +313,55 @@ def _describe(exc: Exception) -> str:
     primary = getattr(diag, "message_primary", None) or str(exc).strip()
     hint = getattr(diag, "message_hint", None)
     return f"{primary} (hint: {hint})" if hint else primary
+
+
+# -- the search index text, recomputed in Python ---------------------------------------------
+#
+# search_extra is computed by the package (persistence.search_query.index_text), so when that
+# changes, existing rows need it recomputed. The migration files are SQL the Supabase CLI can
+# apply too, so this step is not one of them: it runs when the package opens the store (and
+# as ``python -m persistence reindex``) while store_meta records an older index version.
+
+REINDEX_LOCK_KEY = 0x5E5_5A12
+REINDEX_BATCH = 2000
+
+
+def reindex_search(conn: psycopg.Connection[Any], *, force: bool = False) -> int | None:
+    """Recompute search_extra where it differs from what ``index_text`` writes now, in one
+    transaction (so a search never sees half the rows re-spelled). None when the recorded
+    index version is current (nothing done), else the number of rows changed.
+    ``conn`` must be in autocommit mode."""
+    from ..search_query import INDEX_VERSION, index_text
+
+    def current() -> bool:
+        row = conn.execute("select value from public.store_meta where key = 'search_index_version'").fetchone()
+        return row is not None and row[0].isdigit() and int(row[0]) >= INDEX_VERSION
+
+    if not force and current():
+        return None
+    changed = 0
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (REINDEX_LOCK_KEY,))
+        if not force and current():  # a concurrent open did it while we waited
+            return None
+        last = None
+        while True:
+            rows = conn.execute(
+                "select id, content, search_extra from public.messages "
+                "where %s::uuid is null or id > %s::uuid order by id limit %s",
+                (last, last, REINDEX_BATCH),
+            ).fetchall()
+            if not rows:
+                break
+            updates = [(new, mid) for mid, content, old in rows if (new := index_text(content)) != old]
+            if updates:
+                with conn.cursor() as cur:
+                    cur.executemany("update public.messages set search_extra = %s where id = %s", updates)
+                changed += len(updates)
+            last = rows[-1][0]
+        conn.execute(
+            "insert into public.store_meta (key, value) values ('search_index_version', %s) "
+            "on conflict (key) do update set value = excluded.value",
+            (str(INDEX_VERSION),),
+        )
+    return changed

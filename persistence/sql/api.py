@@ -37,7 +37,7 @@ from ..models import (
     Usage,
 )
 from ..pricing import Price, package_prices
-from ..search_query import MARK_OPEN, Clause, cjk_pairs, marked_fragments, python_fragments
+from ..search_query import MARK_OPEN, Clause, marked_fragments, python_fragments, term_tokens
 from ..store import ListFilters, PreparedConversation, PreparedMessage, Store
 from ..transfer import ParsedRecord
 from . import version_time
@@ -110,16 +110,9 @@ def to_tsquery(clauses: list[Clause]) -> str | None:
         return None
 
     def term(t: Any) -> str:
-        tokens: list[str] = []
-        for i, word in enumerate(t.words):
-            if t.is_cjk(i):
-                tokens.extend(cjk_pairs(word))
-                if len(word) > 1 and i + 1 < len(t.words):
-                    tokens.append(word[-1])  # the run ends here in the text too, so its tail follows
-            else:
-                tokens.append(word)
+        tokens, prefix = term_tokens(t)
         quoted = [_quote(tok) for tok in tokens]
-        if t.prefix or (len(t.words) == 1 and t.is_cjk(0) and len(t.words[0]) == 1):
+        if prefix:
             quoted[-1] += ":*"
         return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"
 
