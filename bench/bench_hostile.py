@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -144,10 +145,10 @@ def sql_calls(call: Caller) -> dict[str, Callable[[], tuple[float, str]]]:
             search, {"p_tsquery": rendered((COMMON * 80)[:4000], "|"), "p_limit": 20}
         ),
         "list_conversations: limit 1001, order cost, model filter": lambda: call(
-            "list_conversations", {"p_limit": 1001, "p_order": "cost", "p_model": "kimi-k2"}
+            "list_conversations", {"p_limit": 1001, "p_order": "cost", "p_filters": Jsonb({"model": "kimi-k2"})}
         ),
         "count_conversations: model + tool filters, all time": lambda: call(
-            "count_conversations", {"p_model": "glm-4.6", "p_tool_name": "chat"}
+            "count_conversations", {"p_filters": Jsonb({"model": "glm-4.6", "tool_name": "chat"})}
         ),
         "usage_report: by day, model, provider, tool, all time": lambda: call(
             "usage_report", {"p_group_by": ["day", "model", "provider", "tool_name"]}

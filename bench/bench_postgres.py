@@ -256,7 +256,7 @@ def bench_ingest(url: str, n: int, rounds: int) -> None:
 def bench_supabase_path(url: str, store: persistence.Store, thread_ids: list[str]) -> None:
     from supabase_standin import SupabaseStandin
 
-    from persistence.supabase_store import SupabaseStore
+    from persistence.backends.postgres.supabase_store import SupabaseStore
 
     gateway = SupabaseStandin(url, "bench-secret-0123456789-0123456789", Path("/tmp/pt-bench-standin"))
     supa = SupabaseStore(

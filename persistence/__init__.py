@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .aio import AsyncStore
-from .config import open_store, resolve_url
+from .config import open_store
+from .env import resolve_url
 from .errors import (
     ConflictError,
     NotFoundError,

@@ -9,41 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
 
-from .config import open_store, redact_url, resolve_url
+from .config import open_store
+from .env import redact_url, resolve_url, sqlite_url_path
 from .errors import PersistenceError, ValidationError
+from .formatting import size
+from .outbox import doctor as doctor_with_outbox
 from .store import Store
+from .when import parse_age, parse_when
 
 __all__ = ["build_parser", "main"]
-
-_RELATIVE = re.compile(r"^(\d+)([hdw])$")
-
-
-def parse_when(text: str) -> datetime:
-    """``2025-10-01``, an ISO timestamp with offset, or ``12h`` / ``30d`` / ``2w`` ago."""
-    m = _RELATIVE.match(text.strip())
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
-        return datetime.now(UTC) - delta
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use YYYY-MM-DD, an ISO timestamp, or 12h / 30d / 2w") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add +00:00 or Z)")
-    return value
 
 
 def _open(args: argparse.Namespace) -> Store:
@@ -79,7 +62,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     if url.startswith(("postgresql://", "postgres://")):
         import psycopg
 
-        from .sql import reindex_search
+        from .backends.postgres.schema import reindex_search
 
         with psycopg.connect(url, autocommit=True) as conn:
             changed = reindex_search(conn, force=True)
@@ -116,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        report = store.doctor()
+        report = doctor_with_outbox(store)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -297,42 +280,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     report.write_html(page, out)
     print(out)
     print(
-        f"Wrote {out} ({len(page.encode()) / 1e6:.1f} MB, {len(report.CHARTS)} charts) for {data.period_label} "
+        f"Wrote {out} ({size(len(page.encode()))}, {len(report.CHARTS)} charts) for {data.period_label} "
         f"in {time.perf_counter() - started:.1f} s",
         file=sys.stderr,
     )
     return 0
-
-
-_AGE = re.compile(r"^(\d+)\s*([hdw])$")
-
-
-def parse_age(text: str) -> timedelta | datetime:
-    """``90d`` / ``12w`` / ``36h`` (an age), or ``2025-01-01`` / an ISO time (a cutoff)."""
-    m = _AGE.match(text.strip().lower())
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        if n <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: the age must be more than 0")
-        return {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
-    try:
-        cutoff = parse_when(text)
-    except argparse.ArgumentTypeError as exc:
-        if "offset" in str(exc):
-            raise
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use an age like 90d, 12w or 36h, or a date like 2025-01-01"
-        ) from None
-    if cutoff > datetime.now(UTC):
-        raise argparse.ArgumentTypeError(f"{text!r} is in the future: that would delete every thread")
-    return cutoff
-
-
-def _size(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:,} bytes"
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -342,7 +294,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(
         f"{verb} {result.conversations:,} threads last active before {result.cutoff:%Y-%m-%d %H:%M} UTC "
         f"with {result.messages:,} messages, and {result.files:,} files no remaining thread uses "
-        f"({result.uploads:,} uploads, {_size(result.bytes)})."
+        f"({result.uploads:,} uploads, {size(result.bytes)})."
     )
     if result.dry_run:
         print("Dry run: nothing was changed.", file=sys.stderr)
@@ -350,7 +302,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_import_files(args: argparse.Namespace) -> int:
-    from .migration import _walk, import_folder
+    from .cutover import _walk, import_folder
 
     folder = Path(args.folder)
     total = sum(1 for _ in _walk(folder)) if folder.is_dir() else 0
@@ -359,22 +311,21 @@ def cmd_import_files(args: argparse.Namespace) -> int:
     for rel, why in r.refusals:
         print(f"rejected {rel}: {why}", file=sys.stderr)
     print(
-        f"new {r.new:,} ({_size(r.new_bytes)}), deduplicated {r.deduplicated:,} ({_size(r.deduplicated_bytes)}), "
-        f"skipped {r.skipped:,} ({_size(r.skipped_bytes)}), rejected {r.rejected:,} ({_size(r.rejected_bytes)})"
+        f"new {r.new:,} ({size(r.new_bytes)}), deduplicated {r.deduplicated:,} ({size(r.deduplicated_bytes)}), "
+        f"skipped {r.skipped:,} ({size(r.skipped_bytes)}), rejected {r.rejected:,} ({size(r.rejected_bytes)})"
     )
     return 1 if r.rejected and not (r.new or r.deduplicated or r.skipped) else 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .config import _sqlite_path
-    from .recover import recover_sqlite
+    from .backends.sqlite.recover import recover_sqlite
 
     url = resolve_url(args.url)
     if "://" in url and not url.startswith(("sqlite://", "file://")):
         raise PersistenceError(
             f"recover reads a SQLite file; {redact_url(url)} is not one (Postgres has its own backups)"
         )
-    source = Path(_sqlite_path(url[len("file://") :] if url.startswith("file://") else url)[0]).expanduser()
+    source = Path(sqlite_url_path(url[len("file://") :] if url.startswith("file://") else url)[0]).expanduser()
     output = Path(args.output) if args.output else source.with_name(f"{source.stem}-recovered{source.suffix or '.db'}")
     print(f"Reading {source} (left untouched) into {output} …", file=sys.stderr)
     r = recover_sqlite(source, output, method=args.method)
@@ -404,7 +355,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from .migration import copy_store, verify_stores
+    from .cutover import copy_store, verify_stores
 
     with open_store(args.source) as source, open_store(args.target) as target:
         bars: dict[str, tqdm] = {}
@@ -423,7 +374,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         print(
             f"Copied {r.conversations:,} threads ({r.conversations_skipped:,} already there), {r.messages:,} messages "
             f"({r.messages_skipped:,} already there), {r.uploads:,} uploads ({r.uploads_skipped:,} already there), "
-            f"{r.objects_copied:,} stored files ({_size(r.bytes_copied)}), {r.provider_files:,} provider file ids, "
+            f"{r.objects_copied:,} stored files ({size(r.bytes_copied)}), {r.provider_files:,} provider file ids, "
             f"{r.prices:,} prices: {source.url} -> {target.url}"
         )
         if not args.verify:
@@ -508,9 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _period(p)
     p.add_argument("--top", type=int, default=20, help="costliest threads to list (default 20)")
-    p.add_argument(
-        "--notebook", type=Path, default=None, help="the report notebook (default notebooks/usage_report.ipynb)"
-    )
+    p.add_argument("--notebook", type=Path, default=None, help="the report notebook (default: the one in the package)")
     p.add_argument("--timeout", type=int, default=600, help="seconds one notebook cell may run (default 600)")
 
     p = add("prune", cmd_prune, "delete threads inactive since a cutoff, and the files only they used")

@@ -4,7 +4,9 @@ Threads look like what the EX-AI MCP server writes: zen-style tools (chat, think
 codereview, debug …) routed mostly to Kimi and GLM, some to OpenAI, Anthropic, Gemini and
 one self-hosted model with no price; English and Chinese prompts; answers with code blocks;
 each provider's own usage shape (so cost normalisation is exercised); continuation threads;
-uploaded files with duplicates; several weeks of timestamps with a weekday rhythm.
+uploaded files of realistic types and sizes (code, configs, logs, CSV, PDF reports, PNG
+screenshots, JPEG photos: :mod:`persistence.demo_files`), some uploaded again; several weeks of
+timestamps with a weekday rhythm.
 Deterministic: the same seed and end date give the same store, ids included.
 """
 
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from .store import PreparedConversation, PreparedMessage, Store, title_from
-from .transfer import ParsedRecord
+from .demo_files import DEMO_FILES, demo_file_bytes
+from .prepared import ParsedRecord, PreparedConversation, PreparedMessage, title_from
+from .store import Store
 
 __all__ = ["DemoSummary", "generate"]
 
@@ -140,19 +143,9 @@ CODE = [
         "fn parse(buf: &[u8]) -> Result<Frame, Error> {\n    let len = u32::from_be_bytes(buf[..4].try_into()?) as usize;\n    Ok(Frame { body: buf[4..4 + len].to_vec() })\n}",
     ),
 ]
-FILES = [
-    ("app.py", "text/x-python", "import os\n\nDATABASE_URL = os.environ['DATABASE_URL']\n"),
-    (
-        "schema.sql",
-        "application/sql",
-        "create table orders (id bigint primary key, customer_id bigint, created_at timestamptz);\n",
-    ),
-    ("README.md", "text/markdown", "# Service\n\nRun `make dev` to start.\n"),
-    ("metrics.csv", "text/csv", "day,requests,errors\n2025-10-01,1200,3\n2025-10-02,1350,7\n"),
-    ("config.yaml", "application/yaml", "pool:\n  size: 20\n  timeout: 30\n"),
-    ("trace.log", "text/plain", "ERROR pool exhausted after 30s\nWARN retrying request 7f3a\n"),
-    ("需求说明.md", "text/markdown", "# 需求说明\n\n上传接口需要支持断点续传。\n"),
-]
+
+LARGE_FILE_THREADS = 1_000
+SMALL_FILE = 64 * 1024  # a demo file that can be larger than this is a large one
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +245,14 @@ def _assistant_text(rng: random.Random, chinese: bool) -> str:
 
 def _records(
     store: Store, n: int, rng: random.Random, start: datetime, span: timedelta
-) -> Iterator[tuple[ParsedRecord, list[tuple[str, str, bytes, datetime]]]]:
+) -> Iterator[tuple[ParsedRecord, list[tuple[str, str, int, datetime]]]]:
     model_choices = [((m, p, shape), w) for m, p, w, shape in MODELS]
     tool_choices = list(TOOLS)
+    # Past LARGE_FILE_THREADS threads the large files get rarer in proportion: the bytes
+    # uploaded stay about that many threads' worth (a million-message demo would otherwise
+    # upload gigabytes), while the number of uploads keeps growing with the threads.
+    rarer = min(1.0, LARGE_FILE_THREADS / max(n, 1))
+    file_choices = [(f, f.weight * (rarer if f.max_size > SMALL_FILE else 1.0)) for f in DEMO_FILES]
     recent_threads: list[str] = []
     for _ in range(n):
         # A weekday rhythm: weekends and nights are quieter.
@@ -313,10 +311,10 @@ def _records(
             )
         uploads = []
         if tool in ("codereview", "debug", "analyze", "kimi_upload_and_extract", "precommit") and rng.random() < 0.5:
-            for name, mime, text in rng.sample(FILES, k=rng.randint(1, 2)):
+            picked = [_weighted(rng, file_choices) for _ in range(rng.randint(1, 2))]
+            for spec in dict.fromkeys(picked):  # each file once, in the order picked
                 # A few variants per file name: many uploads, fewer distinct contents.
-                variant = rng.randint(1, 4)
-                uploads.append((name, mime, f"{text}# variant {variant}\n".encode(), t))
+                uploads.append((spec.name, spec.mime_type, rng.randint(1, 4), t))
         # Titled like a live thread: the server's first user turn names it (see Store.record_message).
         conv = dataclasses.replace(conv, title=title_from(messages[0][1].content))
         yield ParsedRecord(conversation=conv, model=model, updated_at=t, messages=messages, files=[]), uploads
@@ -333,7 +331,12 @@ def generate(
     batch_size: int = 500,
     progress: Callable[[int], object] | None = None,
 ) -> DemoSummary:
-    """Write ``conversations`` synthetic threads ending on ``end`` (default: today, UTC)."""
+    """Write ``conversations`` synthetic threads ending on ``end`` (default: today, UTC).
+
+    ``files``: upload the threads' attachments (:mod:`persistence.demo_files`) through
+    ``put_file`` and its upload rules. A 200-thread demo stores about 10 MB of them; past
+    :data:`LARGE_FILE_THREADS` threads the large ones get rarer, so the bytes uploaded stay
+    bounded."""
     rng = random.Random(seed)
     end_day = end or datetime.now(UTC).date()
     end_at = datetime.combine(end_day, time(), tzinfo=UTC)
@@ -341,7 +344,7 @@ def generate(
     span = end_at - start - timedelta(hours=6)  # leave room for the last thread's turns
     n_messages = n_uploads = 0
     batch: list[ParsedRecord] = []
-    pending_files: list[tuple[str, str, str, bytes, datetime]] = []
+    pending_files: list[tuple[str, str, str, int, datetime]] = []
     for record, uploads in _records(store, conversations, rng, start, span):
         batch.append(record)
         n_messages += len(record.messages)
@@ -358,7 +361,12 @@ def generate(
     if files:
         # In time order, as a live server uploads: the first upload of some bytes stores them.
         pending_files.sort(key=lambda upload: upload[4])
-        for cid, name, mime, data, at in pending_files:
-            store.put_file(data, filename=name, mime_type=mime, continuation_id=cid, tags=("demo",), created_at=at)
+        made: dict[tuple[str, int], bytes] = {}  # a variant uploaded again is the same bytes
+        for cid, name, mime, variant, at in pending_files:
+            if (name, variant) not in made:
+                made[name, variant] = demo_file_bytes(seed, name, variant)
+            store.put_file(
+                made[name, variant], filename=name, mime_type=mime, continuation_id=cid, tags=("demo",), created_at=at
+            )
             n_uploads += 1
     return DemoSummary(conversations=conversations, messages=n_messages, uploads=n_uploads)

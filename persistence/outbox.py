@@ -17,10 +17,15 @@ thread's turns arrive in their order even with several server processes appendin
 names its holder's host and pid: a holder on this host whose process is gone (killed, or an
 MCP server that exited) is taken over at once instead of when the lease runs out.
 
+Operations: the store's own writes, and whatever an integration registers when it is imported
+(:func:`register_operation`; ``persistence.integrations.zen`` adds ``zen_snapshot``), as plugins
+register hooks. The outbox imports no integration.
+
 Refused: an operation the store refuses (a ``ValidationError``) is set aside in
-``outbox_dead`` and the rows after it go on. For a zen snapshot only the refused turn is set
-aside (``op = 'zen_turn'``), and every later snapshot of the thread is delivered without it.
-Each is logged at ERROR and counted by ``doctor`` and the app.
+``outbox_dead`` and the rows after it go on. An operation delivered in parts (a zen snapshot,
+part by turn) has only the refused part set aside (``op = 'zen_turn'``), and every later
+snapshot of the thread is delivered without it. Each is logged at ERROR and counted by
+:func:`doctor` and the app.
 
 Exit: at interpreter exit (``atexit``) and on SIGTERM (then chained to the handler that was
 there before) every open outbox gets a bounded flush (``EXIT_FLUSH_SECONDS``), so the last
@@ -46,14 +51,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from .env import outbox_dir
 from .errors import ConflictError, NotFoundError, PersistenceError, StorageFullError, ValidationError
 from .store import Store
 
 log = logging.getLogger("persistence.outbox")
 
-__all__ = ["OPS", "Outbox", "OutboxStatus", "outbox_path_for", "read_status"]
+__all__ = ["OPS", "Outbox", "OutboxStatus", "Part", "doctor", "outbox_path_for", "read_status", "register_operation"]
 
 PERMANENT_ERRORS = (ValidationError, ConflictError, NotFoundError)
 LEASE_SECONDS = 15.0
@@ -126,6 +132,17 @@ def read_status(path: Path) -> OutboxStatus | None:
         db.close()
 
 
+def doctor(store: Store, folder: Path | None = None) -> dict[str, Any]:
+    """``store.doctor()`` with the figures of the store's write outbox as ``outbox_depth``,
+    ``outbox_oldest_age_s``, ``outbox_last_error`` … (see :class:`OutboxStatus`) when it has one
+    (in ``folder``, default :func:`persistence.env.outbox_dir`)."""
+    report = store.doctor()
+    status = read_status(outbox_path_for(store.url, folder or outbox_dir()))
+    if status is not None:
+        report.update({f"outbox_{k}": v for k, v in status.items()})
+    return report
+
+
 def _status(db: sqlite3.Connection) -> OutboxStatus:
     depth, oldest = db.execute("select count(*), min(created_at) from outbox").fetchone()
     dead, set_aside = db.execute("select count(*), sum(op = 'zen_turn') from outbox_dead").fetchone()
@@ -152,8 +169,9 @@ class Outbox:
     the server starts does not stop the server from recording turns).
 
     Operations (``OPS``): ``record_message``, ``start_conversation`` and
-    ``update_conversation`` (payloads are their keyword arguments; timestamps as ISO strings)
-    and ``zen_snapshot`` (a ThreadContext, see ``persistence.integrations.zen``).
+    ``update_conversation`` (payloads are their keyword arguments; timestamps as ISO strings),
+    and those integrations register (``zen_snapshot``, a ThreadContext: see
+    ``persistence.integrations.zen``).
     """
 
     def __init__(
@@ -381,10 +399,16 @@ class Outbox:
 
     def _deliver_one(self, store: Store, row_id: int, op: str, key: str | None, payload: str, done: list[int]) -> None:
         try:
-            if op == "zen_snapshot":
-                self._deliver_snapshot(store, row_id, key, json.loads(payload))
+            deliver = OPS.get(op)
+            if deliver is None:  # transient: a process that registered it delivers the row
+                raise PersistenceError(
+                    f"no outbox operation {op!r} is registered in this process "
+                    "(import the integration that queued it, e.g. persistence.integrations.zen)"
+                )
+            if op in _IN_PARTS:
+                self._deliver_in_parts(deliver, store, row_id, key, json.loads(payload))
             else:
-                OPS[op](store, json.loads(payload))
+                deliver(store, json.loads(payload))
         except PERMANENT_ERRORS as exc:
             # It will never succeed: set aside (kept, reported) so it blocks nothing.
             log.error(
@@ -409,10 +433,10 @@ class Outbox:
             raise
         done.append(row_id)
 
-    def _deliver_snapshot(self, store: Store, row_id: int, key: str | None, payload: dict[str, Any]) -> None:
-        from .integrations.zen import SnapshotTurn, apply_snapshot
-
-        def set_aside(turn: SnapshotTurn, exc: Exception) -> None:
+    def _deliver_in_parts(
+        self, deliver: Callable[..., Any], store: Store, row_id: int, key: str | None, payload: dict[str, Any]
+    ) -> None:
+        def set_aside(turn: Part, exc: Exception) -> None:
             # Only this turn: the thread's other and later turns are delivered without it.
             log.error(
                 "outbox: turn %s of %s refused by the store, set aside in outbox_dead (the thread's other "
@@ -438,7 +462,7 @@ class Outbox:
                 self._aside_by_key().setdefault(key, set()).add(turn.id)
 
         skip = self._aside_by_key().get(key, set()) if key else set()
-        apply_snapshot(store, payload, skip=skip, set_aside=set_aside)
+        deliver(store, payload, skip=skip, set_aside=set_aside)
 
     def _aside_by_key(self) -> dict[str, set[str]]:
         # Read once per batch, not per snapshot: each read is one more time the flusher lets
@@ -636,16 +660,39 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} cannot be queued")
 
 
-def _zen_snapshot(store: Store, payload: dict[str, Any]) -> None:
-    from .integrations.zen import apply_snapshot
+class Part(Protocol):
+    """A part of an operation delivered in parts (a turn of a zen snapshot)."""
 
-    apply_snapshot(store, payload)
+    @property
+    def id(self) -> str: ...  # never delivered again once set aside
+
+    @property
+    def index(self) -> int: ...  # its place in the operation, for the log
+
+    @property
+    def turn(self) -> dict[str, Any]: ...  # what ``outbox_dead`` keeps of it
 
 
-# Every process that flushes an outbox must know every op that any process may queue.
-OPS: dict[str, Callable[[Store, dict[str, Any]], Any]] = {
+# Every process that flushes an outbox must know every op that any process may queue: the
+# store's writes are here, and an integration registers its own when it is imported.
+OPS: dict[str, Callable[..., Any]] = {
     "record_message": lambda s, p: s.record_message(**p),
     "start_conversation": lambda s, p: s.start_conversation(**p),
     "update_conversation": lambda s, p: s.update_conversation(**p),
-    "zen_snapshot": _zen_snapshot,
 }
+_IN_PARTS: set[str] = set()
+
+
+def register_operation(name: str, deliver: Callable[..., Any], *, in_parts: bool = False) -> None:
+    """Let outboxes queue and deliver operation ``name``: ``deliver(store, payload)`` writes
+    one queued payload and must be idempotent (a row may be delivered twice).
+
+    ``in_parts``: ``deliver(store, payload, skip=ids, set_aside=callback)`` writes the payload
+    part by part, leaving out the parts whose ids are in ``skip`` and handing a part the store
+    refuses to ``set_aside(part, exc)`` (a :class:`Part`), which keeps it in ``outbox_dead``
+    (as ``zen_turn``, the one kind so far) and out of every later delivery of the same key."""
+    OPS[name] = deliver
+    if in_parts:
+        _IN_PARTS.add(name)
+    else:
+        _IN_PARTS.discard(name)

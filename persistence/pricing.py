@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
 from functools import lru_cache
@@ -27,8 +28,18 @@ from typing import Any
 
 from .errors import ValidationError
 from .models import Usage
+from .providers import PROVIDER_ALIASES
 
-__all__ = ["Price", "PriceTable", "load_price_file", "package_prices"]
+__all__ = [
+    "UNREAD_USAGE",
+    "Price",
+    "PriceTable",
+    "Priced",
+    "is_unpriced",
+    "load_price_file",
+    "package_prices",
+    "price_message",
+]
 
 _RATE_FIELDS = ("input", "cached_input", "cache_write", "output")
 _TIER_FIELDS = (
@@ -118,6 +129,9 @@ class Price:
             except ValueError:
                 raise ValidationError(f"{where}.effective_from", f"{eff!r} is not a date") from None
         kwargs["effective_from"] = eff
+        provider = kwargs["provider"]
+        if isinstance(provider, str) and provider.strip().lower() in PROVIDER_ALIASES:
+            kwargs["provider"] = PROVIDER_ALIASES[provider.strip().lower()]  # the id names the canonical provider
         for key in _RATE_FIELDS + _TIER_FIELDS:
             value = kwargs.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
@@ -173,6 +187,54 @@ class PriceTable:
             return None
         candidates = self._candidates(model.strip())
         return candidates[0].provider if candidates else None
+
+
+UNREAD_USAGE = "usage_raw"
+"""The metadata key under which a message keeps a usage report the package could not read
+(:func:`persistence.usage.normalise_usage`): such a message is never priced."""
+
+
+def is_unpriced(cost: float | None, tokens: int, usage_unread: bool) -> bool:
+    """The unpriced rule: no cost, but tokens to price or a usage report nobody could read.
+
+    What ``messages.unpriced`` stores and ``unpriced_messages`` counts. The package's only
+    copy; Postgres has its own (``public.message_unpriced``, the generated column), held to the
+    same answers by the conformance suite (the ``store`` fixture of tests/conftest.py)."""
+    return cost is None and (tokens > 0 or usage_unread)
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """What :func:`price_message` makes of a message."""
+
+    cost: float | None
+    price_id: str | None
+    unpriced: bool
+
+
+def price_message(
+    lookup: Callable[[str | None, datetime], Price | None],
+    model: str | None,
+    at: datetime,
+    usage: Usage | None,
+    *,
+    usage_unread: bool = False,
+) -> Priced:
+    """Price one message: its cost from the price in force for ``model`` on ``at``'s day
+    (``lookup``: :meth:`PriceTable.lookup`, called only when there is usage to price), the
+    price's id, and whether it counts as unpriced (:func:`is_unpriced`).
+
+    ``usage`` None is a message without usage (no cost, not unpriced); ``usage_unread``: its
+    usage report could not be read (kept in metadata under :data:`UNREAD_USAGE`), so it gets
+    no price. Recording a message and both backends' reprice call this, so a message costs
+    the same whichever path priced it."""
+    price = lookup(model, at) if usage is not None and not usage_unread else None
+    cost = price.cost(usage) if price is not None and usage is not None else None
+    return Priced(
+        cost=cost,
+        price_id=price.id if price is not None and cost is not None else None,
+        unpriced=is_unpriced(cost, usage.total if usage is not None else 0, usage_unread),
+    )
 
 
 def load_price_file(path: str | Path | None = None) -> list[Price]:

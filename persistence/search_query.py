@@ -44,6 +44,7 @@ __all__ = [
     "INDEX_VERSION",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_WORDS",
+    "SEARCH_RANK_WINDOW",
     "Clause",
     "Term",
     "cjk_index_text",
@@ -54,6 +55,7 @@ __all__ = [
     "python_fragments",
     "term_tokens",
     "to_fts5",
+    "to_tsquery",
     "unit_tokens",
 ]
 
@@ -61,6 +63,11 @@ __all__ = [
 # and the Postgres function search_messages refuses the rendered equivalent (PT400).
 MAX_QUERY_CHARS = 1000
 MAX_QUERY_WORDS = 64
+# Ranking (order "rank") reads the score of at most this many of the newest matches, the same
+# number on every backend so they answer alike: a word in half of a million messages would
+# otherwise cost a pass over all of them per query. A rarer word is ranked in full; order
+# "recent" is exact whatever the count.
+SEARCH_RANK_WINDOW = 1000
 
 # Scripts written without spaces between words.
 _CJK_RANGES = (
@@ -428,6 +435,37 @@ def to_fts5(clauses: list[Clause]) -> str | None:
     expr = " AND ".join(render(c) for c in positive)
     if negative:
         expr = f"({expr}) NOT (" + " OR ".join(render(c) for c in negative) + ")"
+    return expr
+
+
+def _tsquery_quote(token: str) -> str:
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _tsquery_term(term: Term) -> str:
+    tokens, prefix = term_tokens(term)
+    quoted = [_tsquery_quote(tok) for tok in tokens]
+    if prefix:
+        quoted[-1] += ":*"
+    return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"
+
+
+def to_tsquery(clauses: list[Clause]) -> str | None:
+    """The same query as Postgres ``to_tsquery`` text, or None when there is nothing to search
+    for. Every token is quoted, so the text can never be a syntax error; CJK runs become
+    phrases of character pairs, as they are indexed."""
+    positive = [c for c in clauses if not c.negated]
+    negative = [c for c in clauses if c.negated]
+    if not positive:
+        return None
+
+    def render(c: Clause) -> str:
+        parts = [_tsquery_term(t) for t in c.terms]
+        return parts[0] if len(parts) == 1 else "(" + " | ".join(parts) + ")"
+
+    expr = " & ".join(render(c) for c in positive)
+    if negative:
+        expr = f"({expr}) & !(" + " | ".join(render(c) for c in negative) + ")"
     return expr
 
 

@@ -14,9 +14,8 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Unpack, cast
 
 import pandas as pd
 
@@ -35,14 +34,17 @@ from .models import (
     StoredFile,
     Usage,
 )
-from .pricing import Price, PriceTable
+from .prepared import FILTER_NAMES, ConversationFilters, PreparedConversation, PreparedMessage, title_from
+from .pricing import UNREAD_USAGE, Price, PriceTable, price_message
+from .providers import canonical_provider
 from .search_query import Clause, index_text, parse_query
+from .transfer import conversation_record, parse_record
 from .uploads import GuardedReader, UploadRefusedError, UploadRules, settle_type
 from .usage import normalise_usage
 
 log = logging.getLogger("persistence")
 
-__all__ = ["STORAGE_COLUMNS", "USAGE_COLUMNS", "ListFilters", "PreparedMessage", "Store"]
+__all__ = ["STORAGE_COLUMNS", "USAGE_COLUMNS", "Store"]
 
 USAGE_COLUMNS = (
     "messages",
@@ -62,75 +64,10 @@ PERIOD_KEYS = ("day", "week", "month")
 KEY_ALIASES = {"tool": "tool_name", "user": "user_id", "type": "mime_type"}
 ORDERS = ("recent", "created", "cost")
 SEARCH_ORDERS = ("rank", "recent")
-EXPORT_FORMAT = "mcp-persistence/1"
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    """A validated, normalised and priced message, ready for a backend to write."""
-
-    id: str
-    role: str
-    content: str
-    created_at: datetime
-    model: str | None
-    provider: str | None
-    usage: Usage
-    cost: float | None
-    price_id: str | None
-    unpriced: bool
-    duration_ms: int | None
-    tool_name: str | None
-    files: tuple[str, ...]
-    images: tuple[str, ...]
-    metadata: dict[str, Any]
-    search_extra: str | None
-    title_hint: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedConversation:
-    id: str
-    continuation_id: str
-    created_at: datetime
-    tool_name: str | None = None
-    title: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
-    parent_id: str | None = None
-    tags: tuple[str, ...] = ()
-    metadata: dict[str, Any] = field(default_factory=dict)
-    initial_context: dict[str, Any] | None = None
-    expires_at: datetime | None = None
-    status: str = "active"
-    summary: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ListFilters:
-    since: datetime | None = None
-    until: datetime | None = None
-    model: str | None = None
-    provider: str | None = None
-    tool_name: str | None = None
-    tag: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
-    parent_id: str | None = None
-    status: str | None = None
-    min_cost: float | None = None
-    text: str | None = None
-
-
-def title_from(content: str) -> str | None:
-    line = " ".join(content.split())
-    if not line:
-        return None
-    return line if len(line) <= 80 else line[:79] + "…"
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -198,6 +135,10 @@ class Store(abc.ABC):
         if self._prices is None:
             self._prices = PriceTable(self._load_prices())
         return self._prices
+
+    def _lookup_price(self, model: str | None, at: datetime) -> Price | None:
+        """The price in force (the table is read on the first message that has usage to price)."""
+        return self.prices.lookup(model, at)
 
     def add_prices(self, prices: Iterable[Price]) -> int:
         """Add (or replace, by id) price rows. Call :meth:`reprice` to apply them to past messages."""
@@ -302,27 +243,27 @@ class Store(abc.ABC):
         role = v.check_role(role)
         content = v.check_content(content, self.max_content_bytes)
         model = v.optional_text(model, "model", max_length=200)
-        provider = v.optional_text(provider, "provider", max_length=100)
+        provider = v.optional_provider(provider)
         meta = v.check_json(metadata, "metadata")
         buckets, recognised = normalise_usage(usage)
         if not recognised:
             # One level under metadata, and the two together within the JSON size limit, so
             # what is stored passes check_json again (an export imported back).
-            meta["usage_raw"] = v.check_json(usage, "usage", max_depth=v.MAX_JSON_DEPTH - 1)
+            meta[UNREAD_USAGE] = v.check_json(usage, "usage", max_depth=v.MAX_JSON_DEPTH - 1)
             v.check_json_size(meta, "usage", at_least=v.MAX_JSON_BYTES)
             log.warning(
-                "usage of unknown shape kept in metadata.usage_raw, message unpriced: %.300s",
-                v.dumps(meta["usage_raw"]),
+                "usage of unknown shape kept in metadata.%s, message unpriced: %.300s",
+                UNREAD_USAGE,
+                v.dumps(meta[UNREAD_USAGE]),
             )
         created = v.optional_timestamp(created_at, "created_at") or now()
-        price = self.prices.lookup(model, created) if buckets is not None and recognised else None
-        cost = price.cost(buckets) if price and buckets is not None else None
+        priced = price_message(self._lookup_price, model, created, buckets, usage_unread=UNREAD_USAGE in meta)
+        cost = priced.cost
         if cost is not None and not 0 <= cost <= v.MAX_COST_USD:  # also NaN, from a bad price row
             raise ValidationError(
                 "usage",
-                f"prices at ${cost:,.2f} with {price.id if price else '?'}; the limit is ${v.MAX_COST_USD:,} a message",
+                f"prices at ${cost:,.2f} with {priced.price_id}; the limit is ${v.MAX_COST_USD:,} a message",
             )
-        unpriced = buckets is not None and cost is None and (buckets.total > 0 or not recognised)
         if provider is None and model:
             provider = self.prices.provider_of(model)
         return PreparedMessage(
@@ -331,11 +272,11 @@ class Store(abc.ABC):
             content=content,
             created_at=created,
             model=model,
-            provider=provider.lower() if provider else None,
+            provider=canonical_provider(provider),  # an inferred one too: one vocabulary
             usage=buckets or Usage(),
             cost=cost,
-            price_id=price.id if cost is not None and price else None,
-            unpriced=unpriced,
+            price_id=priced.price_id,
+            unpriced=priced.unpriced,
             duration_ms=v.optional_nonneg_int(duration_ms, "duration_ms", v.MAX_DURATION_MS),
             tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
             files=v.check_str_list(files, "files"),
@@ -537,47 +478,24 @@ class Store(abc.ABC):
     def list_conversations(
         self,
         *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        model: str | None = None,
-        provider: str | None = None,
-        tool_name: str | None = None,
-        tag: str | None = None,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        parent_id: str | None = None,
-        status: str | None = None,
-        min_cost: float | None = None,
-        text: str | None = None,
         order: str = "recent",
         limit: int = 50,
         cursor: str | None = None,
+        **filters: Unpack[ConversationFilters],
     ) -> Page[Conversation]:
         """Threads active in [since, until), newest activity first (``order="recent"``),
         or by ``"created"`` or ``"cost"``; keyset-paginated with ``cursor``.
 
-        ``model`` / ``provider`` / ``tool_name`` match a thread where any message used
-        them; ``text`` is a case-insensitive substring of the title.
+        The filters are :class:`~persistence.prepared.ConversationFilters`: ``model`` /
+        ``provider`` / ``tool_name`` match a thread where any message used them; ``text`` is
+        a case-insensitive substring of the title.
         """
-        filters = self._filters(
-            since=since,
-            until=until,
-            model=model,
-            provider=provider,
-            tool_name=tool_name,
-            tag=tag,
-            session_id=session_id,
-            user_id=user_id,
-            parent_id=parent_id,
-            status=status,
-            min_cost=min_cost,
-            text=text,
-        )
+        checked = self._filters("list_conversations", filters)
         if order not in ORDERS:
             raise ValidationError("order", f"must be one of {', '.join(ORDERS)}; got {order!r}")
         after = decode_cursor(cursor, order) if cursor else None
         n = _limit(limit)
-        rows = self._list_conversations(filters, order, n + 1, after)
+        rows = self._list_conversations(checked, order, n + 1, after)
         items = tuple(rows[:n])
         next_cursor = None
         if len(rows) > n:
@@ -590,41 +508,16 @@ class Store(abc.ABC):
             next_cursor = encode_cursor([order, key, last_item.id])
         return Page(items=items, next_cursor=next_cursor)
 
-    def count_conversations(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        model: str | None = None,
-        provider: str | None = None,
-        tool_name: str | None = None,
-        tag: str | None = None,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        parent_id: str | None = None,
-        status: str | None = None,
-        min_cost: float | None = None,
-        text: str | None = None,
-    ) -> int:
+    def count_conversations(self, **filters: Unpack[ConversationFilters]) -> int:
         """How many threads :meth:`list_conversations` would list with these filters."""
-        filters = self._filters(
-            since=since,
-            until=until,
-            model=model,
-            provider=provider,
-            tool_name=tool_name,
-            tag=tag,
-            session_id=session_id,
-            user_id=user_id,
-            parent_id=parent_id,
-            status=status,
-            min_cost=min_cost,
-            text=text,
-        )
-        return self._count_conversations(filters)
+        return self._count_conversations(self._filters("count_conversations", filters))
 
     @staticmethod
-    def _filters(**kw: Any) -> ListFilters:
+    def _filters(method: str, kw: ConversationFilters) -> ConversationFilters:
+        """The filters validated, the unset ones (None or "") left out."""
+        unknown = sorted(kw.keys() - FILTER_NAMES)
+        if unknown:  # what Python says of a keyword argument a signature lacks
+            raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")
         min_cost = kw.get("min_cost")
         if min_cost is not None and (
             isinstance(min_cost, bool)
@@ -632,20 +525,22 @@ class Store(abc.ABC):
             or not 0 <= min_cost <= 1e18  # NaN, inf and ints no float holds
         ):
             raise ValidationError("min_cost", f"expected a non-negative number, got {v.shown(min_cost)}")
-        return ListFilters(
-            since=v.optional_utc(kw.get("since"), "since"),
-            until=v.optional_utc(kw.get("until"), "until"),
-            model=v.optional_text(kw.get("model"), "model", max_length=200),
-            provider=v.optional_text(kw.get("provider"), "provider", max_length=100),
-            tool_name=v.optional_text(kw.get("tool_name"), "tool_name", max_length=200),
-            tag=v.optional_text(kw.get("tag"), "tag", max_length=100),
-            session_id=v.optional_id(kw.get("session_id"), "session_id"),
-            user_id=v.optional_uuid(kw.get("user_id"), "user_id"),
-            parent_id=v.optional_id(kw.get("parent_id"), "parent_id"),
-            status=v.optional_text(kw.get("status"), "status", max_length=20),
-            min_cost=float(min_cost) if min_cost is not None else None,
-            text=v.optional_text(kw.get("text"), "text", max_length=500) or None,
-        )
+        checked: ConversationFilters = {
+            "since": v.optional_utc(kw.get("since"), "since"),
+            "until": v.optional_utc(kw.get("until"), "until"),
+            "model": v.optional_text(kw.get("model"), "model", max_length=200),
+            "provider": v.optional_provider(kw.get("provider")),
+            "tool_name": v.optional_text(kw.get("tool_name"), "tool_name", max_length=200),
+            "tag": v.optional_text(kw.get("tag"), "tag", max_length=100),
+            "session_id": v.optional_id(kw.get("session_id"), "session_id"),
+            "user_id": v.optional_uuid(kw.get("user_id"), "user_id"),
+            "parent_id": v.optional_id(kw.get("parent_id"), "parent_id"),
+            "status": v.optional_text(kw.get("status"), "status", max_length=20),
+            "min_cost": float(min_cost) if min_cost is not None else None,
+            "text": v.optional_text(kw.get("text"), "text", max_length=500) or None,
+        }
+        # An empty text is no filter, as None is (the app's "any").
+        return cast(ConversationFilters, {k: x for k, x in checked.items() if x is not None and x != ""})
 
     def search(
         self,
@@ -761,7 +656,7 @@ class Store(abc.ABC):
             first_day=first,
             last_day=last,
             model=v.optional_text(model, "model", max_length=200),
-            provider=v.optional_text(provider, "provider", max_length=100),
+            provider=v.optional_provider(provider),
             tool_name=v.optional_text(tool_name, "tool_name", max_length=200),
         )
         return _frame(keys, USAGE_COLUMNS, rows, float_columns=("cost_usd",))
@@ -804,8 +699,6 @@ class Store(abc.ABC):
     ) -> Iterator[dict[str, Any]]:
         """One JSON-ready record per thread (created in [since, until)): the thread, every
         message with its stored cost and price id, and every upload it made (file metadata)."""
-        from .transfer import conversation_record
-
         for conv in self._iter_conversations(v.optional_utc(since, "since"), v.optional_utc(until, "until")):
             yield conversation_record(conv, self._thread_uploads(conv) if conv.files else None)
 
@@ -827,8 +720,6 @@ class Store(abc.ABC):
     def import_records(self, records: Iterable[dict[str, Any]], *, batch_size: int = 200) -> ImportResult:
         """Write exported records back, ids, seq and costs unchanged. Idempotent: threads and
         messages already present (by continuation id / message id) are skipped, not doubled."""
-        from .transfer import parse_record
-
         totals = ImportResult()
         batch: list[Any] = []
         for i, record in enumerate(records):
@@ -866,7 +757,7 @@ class Store(abc.ABC):
     ) -> ProviderFile:
         """Remember that a stored file was uploaded to ``provider`` as ``provider_file_id``
         (one record per file, provider and purpose; a new upload replaces the old one)."""
-        name = v.optional_text(provider, "provider", max_length=100)
+        name = v.optional_provider(provider)
         if not name:
             raise ValidationError("provider", "is required (e.g. 'kimi', 'glm')")
         pid = v.optional_text(provider_file_id, "provider_file_id", max_length=500)
@@ -874,7 +765,7 @@ class Store(abc.ABC):
             raise ValidationError("provider_file_id", "is required")
         return self._record_provider_file(
             file_id=v.check_uuid(file_id, "file_id"),
-            provider=name.lower(),
+            provider=name,
             provider_file_id=pid,
             purpose=v.optional_text(purpose, "purpose", max_length=100) or None,
             expires_at=v.optional_timestamp(expires_at, "expires_at"),
@@ -889,12 +780,12 @@ class Store(abc.ABC):
         sha = str(file_hash).lower()
         if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
             raise ValidationError("file_hash", f"{file_hash!r} is not a sha256 hex digest")
-        name = v.optional_text(provider, "provider", max_length=100)
+        name = v.optional_provider(provider)
         if not name:
             raise ValidationError("provider", "is required (e.g. 'kimi', 'glm')")
         return self._find_provider_file(
             sha,
-            name.lower(),
+            name,
             purpose=v.optional_text(purpose, "purpose", max_length=100) or None,
             user_id=v.optional_uuid(user_id, "user_id"),
             at=now(),
@@ -905,16 +796,9 @@ class Store(abc.ABC):
         return self._list_provider_files()
 
     def doctor(self) -> dict[str, Any]:
-        """Health and size figures for ``python -m persistence doctor`` and the app, with the
-        write outbox's depth, oldest age and last error when one exists for this store."""
-        from .config import outbox_dir
-        from .outbox import outbox_path_for, read_status
-
-        report = self._doctor()
-        status = read_status(outbox_path_for(self.url, outbox_dir()))
-        if status is not None:
-            report.update({f"outbox_{k}": v for k, v in status.items()})
-        return report
+        """Health and size figures of the store. ``python -m persistence doctor`` and the app
+        add the figures of its write outbox (:func:`persistence.outbox.doctor`)."""
+        return self._doctor()
 
     # -- backend primitives ------------------------------------------------------------
 
@@ -957,11 +841,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _list_conversations(
-        self, filters: ListFilters, order: str, limit: int, after: list[Any] | None
+        self, filters: ConversationFilters, order: str, limit: int, after: list[Any] | None
     ) -> list[Conversation]: ...
 
     @abc.abstractmethod
-    def _count_conversations(self, filters: ListFilters) -> int: ...
+    def _count_conversations(self, filters: ConversationFilters) -> int: ...
 
     @abc.abstractmethod
     def _search(

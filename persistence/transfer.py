@@ -10,16 +10,19 @@ store recomputes them from the messages, so they cannot disagree. File bytes tra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import validation as v
 from .errors import ValidationError
 from .models import Conversation, StoredFile, Usage
+from .prepared import ParsedFile, ParsedRecord, PreparedConversation, PreparedMessage, title_from
+from .pricing import UNREAD_USAGE, is_unpriced
+from .providers import canonical_price_id
 from .search_query import index_text
-from .store import EXPORT_FORMAT, PreparedConversation, PreparedMessage, title_from
 
-__all__ = ["ParsedFile", "ParsedRecord", "conversation_record", "parse_record"]
+__all__ = ["EXPORT_FORMAT", "conversation_record", "parse_record"]
+
+EXPORT_FORMAT = "mcp-persistence/1"
 
 
 def conversation_record(conv: Conversation, uploads: Sequence[StoredFile] | None = None) -> dict[str, Any]:
@@ -54,38 +57,17 @@ def conversation_record(conv: Conversation, uploads: Sequence[StoredFile] | None
         messages.append(d)
     files = []
     for f in conv.files if uploads is None else uploads:
-        d = f.to_dict()
-        d.pop("deduplicated")
+        d = f.to_dict()  # deduplicated included: whether this upload stored new bytes
         d.pop("continuation_id")
         files.append(d)
     return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages, "files": files}
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFile:
-    id: str
-    upload_id: str | None
-    file_hash: str
-    size: int
-    mime_type: str
-    filename: str
-    storage_path: str
-    bucket_name: str
-    created_at: Any
-    user_id: str | None
-    session_id: str | None
-    tags: tuple[str, ...]
-    description: str | None
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedRecord:
-    conversation: PreparedConversation
-    model: str | None
-    updated_at: Any
-    messages: list[tuple[int, PreparedMessage]]
-    files: list[ParsedFile]
+def _optional_bool(value: object, field: str) -> bool | None:
+    """A flag, or None when the record has none (an export made before it was stored)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValidationError(field, f"expected true, false or null, got {v.shown(value)}")
 
 
 def _get(d: dict[str, Any], key: str, where: str) -> Any:
@@ -153,11 +135,11 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
                     content=content,
                     created_at=v.check_timestamp(_get(m, "created_at", w), f"{w}.created_at"),
                     model=v.optional_text(m.get("model"), f"{w}.model", max_length=200),
-                    provider=v.optional_text(m.get("provider"), f"{w}.provider", max_length=100),
+                    provider=v.optional_provider(m.get("provider"), f"{w}.provider"),
                     usage=usage,
                     cost=float(cost) if cost is not None else None,
-                    price_id=v.optional_text(m.get("price_id"), f"{w}.price_id", max_length=300),
-                    unpriced=cost is None and (usage.total > 0 or "usage_raw" in metadata),
+                    price_id=canonical_price_id(v.optional_text(m.get("price_id"), f"{w}.price_id", max_length=300)),
+                    unpriced=is_unpriced(cost, usage.total, UNREAD_USAGE in metadata),
                     duration_ms=v.optional_nonneg_int(m.get("duration_ms"), f"{w}.duration_ms", v.MAX_DURATION_MS),
                     tool_name=v.optional_text(m.get("tool_name"), f"{w}.tool_name", max_length=200),
                     files=v.check_str_list(m.get("files"), f"{w}.files"),
@@ -192,6 +174,7 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
                 tags=v.check_tags(f.get("tags"), f"{w}.tags"),
                 description=v.optional_text(f.get("description"), f"{w}.description"),
                 metadata=v.check_json(f.get("metadata"), f"{w}.metadata"),
+                deduplicated=_optional_bool(f.get("deduplicated"), f"{w}.deduplicated"),
             )
         )
     return ParsedRecord(

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from .errors import ValidationError
+from .providers import canonical_provider
 
 ROLES = ("user", "assistant", "system", "tool")
 MAX_CONTENT_BYTES = 16 * 1024 * 1024
@@ -139,6 +140,13 @@ def optional_text(value: object, field: str, *, max_length: int = 10_000) -> str
     if len(value) > max_length:
         raise ValidationError(field, f"longer than {max_length:,} characters")
     return value
+
+
+def optional_provider(value: object, field: str = "provider") -> str | None:
+    """A provider's name in the package's one vocabulary (:mod:`persistence.providers`): lower
+    case, a vendor's alias (``moonshot``, ``zhipu`` …) mapped to its canonical name (``kimi``,
+    ``glm`` …); None or blank is None."""
+    return canonical_provider(optional_text(value, field, max_length=100)) or None
 
 
 def check_tags(tags: object, field: str = "tags") -> tuple[str, ...]:

@@ -75,7 +75,7 @@ def seed(store: persistence.Store) -> None:
     store.start_conversation(LONG_THREAD, title="A long debugging session", tool_name="debug", created_at=AT)
     for i in range(1, LONG_TURNS + 1):
         role = "user" if i % 2 else "assistant"
-        kwargs = (
+        kwargs: dict[str, Any] = (
             {} if role == "user" else {"model": "glm-4.6", "usage": {"prompt_tokens": 100, "completion_tokens": 10}}
         )
         store.record_message(
@@ -136,28 +136,28 @@ def app_store(app_url: str) -> Iterator[persistence.Store]:
 
 
 def first_run(at: AppTest) -> None:
-    """Run a fresh AppTest twice. AppTest starts every run through Streamlit's old ``pages/``
-    folder convention, so the very first run resolves the page differently from the later ones
-    and widget ids shift once (a real server has this only on its very first run, which the app
-    restarts: see ``ui.nav.require_app``)."""
-    at.run()
-    assert not at.exception, at.exception
+    """Run a fresh AppTest once: app.py's navigation runs from the very first run."""
     at.run()
     assert not at.exception, at.exception
 
 
 def open_page(page: str | None = None, **query: str) -> AppTest:
-    """Run the app (it lands on the Overview), then switch to ``pages/<page>.py`` with ``query``
+    """Run the app (it lands on the Overview), then switch to ``views/<page>.py`` with ``query``
     as the URL's query string, as a browser following a link would."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params.update(query)
     first_run(at)
     if page:
-        at.switch_page(f"pages/{page}.py")
-        at.query_params.clear()
-        at.query_params.update(query)
-        at.run()
+        go_to(at, page, query)
     return at
+
+
+def go_to(at: AppTest, page: str, query: dict[str, str]) -> None:
+    """Follow a link to ``views/<page>.py`` with ``query`` as the URL's query string."""
+    at.switch_page(f"views/{page}.py")
+    at.query_params.clear()
+    at.query_params.update(query)
+    at.run()
 
 
 def texts(at: AppTest) -> str:

@@ -9,6 +9,10 @@ named ``pt_…``, migrated once, emptied before each test and dropped at the end
 is the real ``supabase`` client talking to that database through ``tests/supabase_standin.py``
 (a stand-in for PostgREST's RPC endpoint and Storage). Postgres tests are marked ``postgres``;
 they skip when Postgres is unreachable, and fail instead under ``CI=true``.
+
+Under ``CI=true`` no test may skip (a missing psycopg, Chromium, pgTAP, root…): every skip,
+a whole module's included, is reported as a failure, except the opt-in ones whose reason
+starts with one of ``CI_MAY_SKIP``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,11 +28,19 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import persistence
-from persistence.sqlite_store import SQLiteStore
+from persistence.backends.sqlite.store import SQLiteStore
 
 BACKENDS = ["sqlite", "postgres", "supabase"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The skips CI accepts: tests that need what CI does not have by design (a real Supabase project),
+# or a tool the distribution ships broken (Debian 12's sqlite3 3.40.1: `.recover` fails with
+# "SQL logic error"; tests/test_damaged_store.py then tests the table copy only).
+CI_MAY_SKIP = (
+    "SUPABASE_TEST_URL and SUPABASE_TEST_SERVICE_ROLE_KEY are not set",  # tests/test_supabase_live.py
+    "SUPABASE_TEST_ANON_KEY is not set",
+    "this sqlite3 shell's .recover does not work",
+)
 
 # Read at import: the autouse fixture below clears PERSISTENCE_* from each test's environment.
 PG_ADMIN_URL = os.environ.get("PERSISTENCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -52,7 +64,7 @@ def create_database(prefix: str = "pt") -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"{prefix}_{worker}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'create database "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'create database "{name}"')
     return database_url(name)
 
 
@@ -62,7 +74,7 @@ def drop_database(url: str) -> None:
     name = urlsplit(url).path.strip("/")
     assert name.startswith("pt_"), name
     with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
+        conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def _unreachable(why: str) -> None:
@@ -86,7 +98,7 @@ def pg_server() -> str:
             for name in names:
                 m = re.fullmatch(r"pt_[A-Za-z0-9]+_(\d+)_[0-9a-f]{8}", name)
                 if m and not _alive(int(m.group(1))):
-                    conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
+                    conn.execute(f'drop database if exists "{name}" with (force)')
     except psycopg.Error as exc:
         _unreachable(str(exc).strip())
     return PG_ADMIN_URL
@@ -106,7 +118,7 @@ def _alive(pid: int) -> bool:
 def pg_session_db(pg_server: str) -> Iterator[str]:
     import psycopg
 
-    from persistence.sql import migrate
+    from persistence.backends.postgres.schema import migrate
 
     url = create_database()
     try:
@@ -132,14 +144,14 @@ def pg_url(pg_session_db: str, standin: Any) -> str:
     import psycopg
 
     with psycopg.connect(pg_session_db, autocommit=True) as conn:
-        conn.execute(f"truncate {PG_TABLES} cascade")  # type: ignore[arg-type]
+        conn.execute(f"truncate {PG_TABLES} cascade")
     standin.reset_storage()
     return pg_session_db
 
 
 def open_supabase(standin: Any, role: str = "service_role", **env: str) -> Any:
     """A SupabaseStore: the real client, through the stand-in, with this role's key."""
-    from persistence.supabase_store import SupabaseStore
+    from persistence.backends.postgres.supabase_store import SupabaseStore
 
     return SupabaseStore(
         env={"SUPABASE_URL": "http://supabase.test", "SUPABASE_SERVICE_ROLE_KEY": standin.token(role), **env},
@@ -150,6 +162,39 @@ def open_supabase(standin: Any, role: str = "service_role", **env: str) -> Any:
 def _backend_params() -> list[Any]:
     marks = {"postgres": [pytest.mark.postgres], "supabase": [pytest.mark.postgres]}
     return [pytest.param(name, marks=marks.get(name, [])) for name in BACKENDS]
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _no_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under CI=true a skip (of a test, or of a module: ``importorskip``) is a failure."""
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not reason.startswith(CI_MAY_SKIP):
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: this may not skip (conftest.CI_MAY_SKIP lists the skips that may): {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _no_skip_in_ci(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    _no_skip_in_ci(report)
+    return report
 
 
 @pytest.fixture(autouse=True)

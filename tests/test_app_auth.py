@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_seed import APP, XSS_THREAD, app_url, first_run, seeded_folder, seeded_url, texts
+from app_seed import APP, XSS_THREAD, app_url, first_run, go_to, seeded_folder, seeded_url, texts
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
@@ -51,7 +51,7 @@ def run_app(
     **query: str,
 ) -> AppTest:
     """The app as a visitor ``user`` sees it, served on ``address``, with ``secrets``; on
-    ``pages/<page>.py`` with ``query`` when given (as ``app_seed.open_page``)."""
+    ``views/<page>.py`` with ``query`` when given (as ``app_seed.open_page``)."""
     at = AppTest.from_file(APP, default_timeout=60)
     if secrets:
         at.secrets.update(secrets)
@@ -61,10 +61,7 @@ def run_app(
     with patch_config_options({"server.address": address}):
         first_run(at)
         if page:
-            at.switch_page(f"pages/{page}.py")
-            at.query_params.clear()
-            at.query_params.update(query)
-            at.run()
+            go_to(at, page, query)
     assert not at.exception, at.exception
     return at
 

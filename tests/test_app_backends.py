@@ -8,7 +8,7 @@ import pytest
 from app_seed import XSS_THREAD, open_page, seed
 
 import persistence
-from ui import fmt
+from persistence.formatting import money
 
 
 @pytest.mark.postgres
@@ -28,7 +28,7 @@ def test_every_page_on_postgres(pg_url: str, tmp_path: Path, monkeypatch: pytest
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Active threads"] == f"{threads:,}"
     assert metrics["Messages"] == f"{int(totals['messages']):,}"
-    assert metrics["Cost"] == fmt.cost(float(totals["cost_usd"]))
+    assert metrics["Cost"] == money(float(totals["cost_usd"]))
     assert "postgres" in " ".join(c.value for c in at.sidebar.caption)
 
     for page, query in (

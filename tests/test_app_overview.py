@@ -22,7 +22,8 @@ from app_seed import (
 from streamlit.testing.v1 import AppTest
 
 import persistence
-from persistence.sqlite_store import SQLiteStore
+from persistence.backends.sqlite.store import SQLiteStore
+from persistence.formatting import money, size, tokens
 from ui import fmt
 
 __all__ = ["app_store", "app_url", "seeded_folder"]  # fixtures used by the tests below
@@ -39,10 +40,10 @@ def test_all_time_totals_match_the_store(app_store: persistence.Store) -> None:
     assert at.title[0].value == "Overview"
     assert metric(at, "Active threads").value == f"{app_store.count_conversations():,}"
     assert metric(at, "Messages").value == f"{int(totals['messages']):,}"
-    assert metric(at, "Cost").value == fmt.cost(float(totals["cost_usd"]))
-    assert metric(at, "Tokens").value == fmt.tokens(int(totals["total_tokens"]))
+    assert metric(at, "Cost").value == money(float(totals["cost_usd"]))
+    assert metric(at, "Tokens").value == tokens(int(totals["total_tokens"]))
     stored = app_store.storage_usage(()).iloc[0]
-    assert metric(at, "Stored").value == fmt.bytes_(int(stored["bytes"]))
+    assert metric(at, "Stored").value == size(int(stored["bytes"]))
     # All time has no period before it: no made-up change.
     assert metric(at, "Messages").delta == ""
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
-from app_seed import XSS_THREAD, app_store, app_url, open_page, plotly_figure, plotly_values, seeded_folder
+from app_seed import AT, XSS_THREAD, app_store, app_url, open_page, plotly_figure, plotly_values, seeded_folder
 
 import persistence
-from ui import fmt
+from persistence.formatting import size
 
 __all__ = ["app_store", "app_url", "seeded_folder"]
 pytestmark = pytest.mark.usefixtures("app_url")
@@ -17,9 +21,11 @@ def test_storage_totals_and_dedup_savings(app_store: persistence.Store) -> None:
     assert not at.exception
     t = app_store.storage_usage(()).iloc[0]
     metrics = {m.label: m for m in at.metric}
-    assert metrics["Stored"].value == fmt.bytes_(int(t["bytes"]))
-    assert metrics["Uploaded"].value == fmt.bytes_(int(t["logical_bytes"]))
-    assert metrics["Saved by dedup"].value == fmt.bytes_(int(t["logical_bytes"] - t["bytes"]))
+    assert metrics["Stored"].value == size(int(t["bytes"]))
+    assert metrics["Uploaded"].value == size(int(t["logical_bytes"]))
+    assert metrics["Saved by dedup"].value == size(int(t["logical_bytes"] - t["bytes"]))
+    for label in ("Stored", "Uploaded", "Saved by dedup"):  # 1024-based, as the CLI and the report say
+        assert re.fullmatch(r"[\d,.]+ (B|KiB|MiB|GiB)", metrics[label].value), metrics[label].value
     assert metrics["Uploads / files"].value == f"{int(t['uploads']):,} / {int(t['files']):,}"
     fig = plotly_figure(at, "storage_by_day")
     stored = next(tr for tr in fig["data"] if tr["name"] == "Stored")
@@ -51,6 +57,37 @@ def test_files_list_filters_and_details(app_store: persistence.Store) -> None:
     assert all(t.startswith("text/") for t in at.dataframe[0].value["Type"])
 
 
+def test_the_dedup_column_is_checked_for_a_duplicate_upload(
+    app_store: persistence.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_page("files", period="all")
+    demo = at.dataframe[0].value
+    assert list(demo["Dedup"]) == [f.deduplicated for f in app_store.list_files(limit=50).items]
+    assert demo["Dedup"].any() and not demo["Dedup"].all()  # the demo uploads some bytes twice
+
+    url = f"sqlite:///{tmp_path / 'dup.db'}"
+    store = persistence.open_store(url)
+    try:
+        store.put_file(b"pool:\n  size: 20\n", filename="first.yaml", created_at=AT)
+        store.put_file(b"pool:\n  size: 20\n", filename="again.yaml", created_at=AT + timedelta(minutes=1))
+        store.put_file(b"something else\n", filename="other.txt", created_at=AT + timedelta(minutes=2))
+    finally:
+        store.close()
+    monkeypatch.setenv("PERSISTENCE_URL", url)
+    at = open_page("files", period="all")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert dict(zip(table["File"], table["Dedup"], strict=True)) == {
+        "other.txt": False,
+        "again.yaml": True,
+        "first.yaml": False,
+    }
+    at.session_state["files_table_1"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert at.subheader[0].value == "again\\.yaml"
+    assert any("deduplicated: no new bytes stored" in c.value for c in at.caption)
+
+
 def test_selecting_a_file_shows_who_used_it(app_store: persistence.Store) -> None:
     at = open_page("files", period="all")
     at.text_input(key="files_thread").input(XSS_THREAD).run()
@@ -62,13 +99,30 @@ def test_selecting_a_file_shows_who_used_it(app_store: persistence.Store) -> Non
     assert any(b.proto.label == "Download" for b in at.download_button)
 
 
-def test_files_next_page(app_store: persistence.Store) -> None:
+def test_files_next_and_previous_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store of 61 uploads (more than a page of 50, whatever the demo data holds): forward to
+    the last 11, and back."""
+    url = f"sqlite:///{tmp_path / 'files.db'}"
+    store = persistence.open_store(url)
+    try:
+        for i in range(61):
+            store.put_file(
+                f"upload {i}\n".encode(),
+                filename=f"f{i:02}.txt",
+                mime_type="text/plain",
+                created_at=AT + timedelta(minutes=i),
+            )
+    finally:
+        store.close()
+    monkeypatch.setenv("PERSISTENCE_URL", url)
+    newest_first = [f"f{i:02}.txt" for i in reversed(range(61))]
+
     at = open_page("files", period="all")
-    first = list(at.dataframe[0].value["File"])
-    total = sum(1 for _ in app_store.list_files(limit=1000))
-    if total <= 50:
-        assert at.button(key="files_next").disabled
-        return
+    assert list(at.dataframe[0].value["File"]) == newest_first[:50]
+    assert at.button(key="files_prev").disabled and not at.button(key="files_next").disabled
     at.button(key="files_next").click().run()
-    assert len(at.dataframe[0].value) == min(50, total - 50)
-    assert list(at.dataframe[0].value["File"]) != first
+    assert not at.exception
+    assert list(at.dataframe[0].value["File"]) == newest_first[50:]
+    assert at.button(key="files_next").disabled and not at.button(key="files_prev").disabled
+    at.button(key="files_prev").click().run()
+    assert list(at.dataframe[0].value["File"]) == newest_first[:50]

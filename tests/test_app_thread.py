@@ -62,7 +62,9 @@ def test_a_deep_link_loads_back_to_the_message_and_marks_it() -> None:
 
 def test_per_message_model_tokens_cost_and_duration(app_store: persistence.Store) -> None:
     at = open_page("thread", thread=XSS_THREAD)
-    reply = app_store.get_conversation(XSS_THREAD).messages[1]
+    conv = app_store.get_conversation(XSS_THREAD)
+    assert conv is not None
+    reply = conv.messages[1]
     meta = at.chat_message[1].caption[0].value.replace("\\", "")
     assert "kimi-k2-0905-preview" in meta and "in 1,000" in meta and "cached 200" in meta and "out 300" in meta
     assert f"${reply.cost_usd:.2g}" in meta and "2.3 s" in meta
@@ -108,10 +110,12 @@ def test_exports_are_offered(app_store: persistence.Store) -> None:
 
 def test_json_export_imports_back_unchanged(app_store: persistence.Store, tmp_path: Path) -> None:
     conv = app_store.get_conversation(LONG_THREAD)
+    assert conv is not None
     record = json.loads(thread_json(conv))
     target = persistence.open_store(f"sqlite:///{tmp_path / 'copy.db'}")
     target.import_records([record])
     copy = target.get_conversation(LONG_THREAD)
+    assert copy is not None
     assert [m.content for m in copy.messages] == [m.content for m in conv.messages]
     assert copy.cost_usd == conv.cost_usd
     target.close()
@@ -119,6 +123,7 @@ def test_json_export_imports_back_unchanged(app_store: persistence.Store, tmp_pa
 
 def test_markdown_export_has_every_turn(app_store: persistence.Store) -> None:
     conv = app_store.get_conversation(XSS_THREAD)
+    assert conv is not None
     text = thread_markdown(conv)
     assert text.startswith("# <b>Bold</b>")
     assert "## 1. user" in text and "## 2. assistant · kimi-k2-0905-preview" in text

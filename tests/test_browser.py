@@ -3,6 +3,8 @@
 Visits every page (a screenshot each, in $TEST_ARTIFACTS or test-artifacts/), runs a search and
 follows a hit to its message, downloads the usage CSV and checks it against ``store.usage()``,
 and checks that hostile message content stays inert: no alert fires, no injected element exists.
+Every request a page makes is recorded: none may leave 127.0.0.1 (no font server for the
+favicon, no CDN, no telemetry).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -138,8 +141,10 @@ class Tab:
         self.page = self.context.new_page()
         self.dialogs: list[str] = []
         self.errors: list[str] = []
+        self.requests: list[str] = []  # the URL of every request the page made, in order
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("request", lambda request: self.requests.append(request.url))
 
     def _dialog(self, dialog: object) -> None:
         self.dialogs.append(dialog.message)  # type: ignore[attr-defined]
@@ -166,6 +171,20 @@ class Tab:
         assert not problems, f"{where}: error shown on the page: {problems}"
         assert not self.errors, f"{where}: script errors: {self.errors}"
         assert not self.dialogs, f"{where}: a dialog opened: {self.dialogs}"
+        self.assert_stays_local(where)
+
+    def outside_requests(self) -> list[str]:
+        """The requests that went anywhere but the app's own server (data: and blob: URLs are
+        not requests to anyone)."""
+        return [
+            url
+            for url in self.requests
+            if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).hostname != "127.0.0.1"
+        ]
+
+    def assert_stays_local(self, where: str) -> None:
+        assert self.requests, f"{where}: no request recorded"
+        assert not self.outside_requests(), f"{where}: requests left 127.0.0.1: {self.outside_requests()}"
 
     def close(self) -> None:
         self.context.close()
@@ -289,3 +308,24 @@ def test_the_period_follows_from_page_to_page(server: tuple[str, str], tab: Tab)
     assert "period=all" in tab.page.url
     assert tab.page.locator("[data-testid=stSelectbox] input[aria-label=Period]").input_value() == "All time"
     tab.assert_no_error("period")
+
+
+def test_the_app_asks_no_other_server(server: tuple[str, str], tab: Tab) -> None:
+    """The favicon is the app's own file (a Material icon there is fetched from Google's font
+    server), and no page asks any server but the app's own."""
+    base, _ = server
+    tab.goto(f"{base}/?period=all")
+    # The page first shows Streamlit's default icon, then the app's once its page config arrives.
+    tab.page.wait_for_function(
+        "() => /\\/media\\//.test(document.querySelector(\"link[rel='shortcut icon']\")?.href || '')", timeout=30_000
+    )
+    icon = tab.page.eval_on_selector("link[rel='shortcut icon']", "link => link.href")
+    assert icon.startswith(f"{base}/media/"), icon
+    with urllib.request.urlopen(icon, timeout=10) as r:
+        assert r.headers["Content-Type"] == "image/png"
+        assert r.read().startswith(b"\x89PNG")
+    for name, path in PAGES.items():
+        query = f"?thread={XSS_THREAD}" if name == "thread" else "?period=all"
+        tab.goto(f"{base}/{path}{query}")
+    tab.page.wait_for_timeout(1000)  # anything a page asks for late
+    tab.assert_no_error("every page")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -183,6 +184,38 @@ def test_list_filters(store: persistence.Store) -> None:
     by_cost = store.list_conversations(order="cost")
     costs = [c.cost_usd for c in by_cost]
     assert costs == sorted(costs, reverse=True) and by_cost.items[0].continuation_id == "t-c"
+
+
+def test_every_filter_alone_and_together(store: persistence.Store) -> None:
+    """Each key of ConversationFilters filters the same way on every backend, alone and with
+    the others; count_conversations counts what list_conversations lists; an empty text is no
+    filter; an unknown keyword is refused as Python refuses one."""
+    _seed_threads(store)
+    owner = str(uuid.uuid4())
+    at = T0 + timedelta(days=9)
+    store.start_conversation("t-f", session_id="s-1", user_id=owner, parent_id="t-a", tags=["infra"], created_at=at)
+    store.record_message("t-f", "user", "a question", created_at=at)
+    store.update_conversation("t-f", title="Kid")
+    store.update_conversation("t-b", status="archived")
+
+    def ids(**kw: Any) -> set[str]:
+        listed = {c.continuation_id for c in store.list_conversations(limit=1000, **kw)}
+        assert store.count_conversations(**kw) == len(listed), kw
+        return listed
+
+    everything = ids()
+    assert len(everything) == 6
+    assert ids(session_id="s-1") == ids(user_id=owner) == ids(parent_id="t-a") == ids(text="kid") == {"t-f"}
+    assert ids(status="archived") == {"t-b"}
+    assert ids(status="active") == everything - {"t-b"}
+    assert ids(tag="infra", session_id="s-1", since=T0, until=T0 + timedelta(days=30)) == {"t-f"}
+    assert ids(model="kimi-k2-0905-preview", tag="billing", min_cost=0.0) == {"t-d", "t-b"}
+    assert ids(model="kimi-k2-0905-preview", status="active") == {"t-d"}
+    assert ids(model="", provider="", tool_name="", tag="", text="", since=None) == everything
+    with pytest.raises(TypeError, match="modle"):
+        store.list_conversations(modle="glm-4.6")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="tags"):
+        store.count_conversations(tags="infra")  # type: ignore[call-arg]
 
 
 def test_pagination_visits_every_thread_once(store: persistence.Store) -> None:

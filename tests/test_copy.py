@@ -11,8 +11,8 @@ import pytest
 
 import persistence
 from persistence.cli import main
+from persistence.cutover import copy_store, verify_stores
 from persistence.demo import generate
-from persistence.migration import copy_store, verify_stores
 from persistence.pricing import Price
 
 

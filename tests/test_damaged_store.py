@@ -20,9 +20,9 @@ import pytest
 
 import persistence
 from persistence import StoreDamagedError
+from persistence.backends.sqlite.recover import RecoverResult, recover_sqlite
+from persistence.backends.sqlite.store import SQLiteStore
 from persistence.cli import main as cli
-from persistence.recover import recover_sqlite
-from persistence.sqlite_store import SQLiteStore
 
 THREADS = 15
 PER_THREAD = 20
@@ -120,7 +120,7 @@ def test_reads_raise_the_named_error_and_writes_are_refused(damaged: Path) -> No
 def test_damage_met_by_a_read_refuses_later_writes(damaged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file too large for the check at open: the first read that meets the damage is
     enough to stop the writes."""
-    monkeypatch.setattr("persistence.sqlite_store.OPEN_CHECK_MAX_BYTES", 0)
+    monkeypatch.setattr("persistence.backends.sqlite.store.OPEN_CHECK_MAX_BYTES", 0)
     store = SQLiteStore(damaged)
     try:
         assert store.damage is None
@@ -283,16 +283,37 @@ def test_recover_from_the_command_line_process(damaged: Path) -> None:
 
 
 def test_a_truncated_copy_is_damaged_at_open(tmp_path: Path) -> None:
-    path = tmp_path / "history.db"
-    build(path)
-    with open(path, "r+b") as fh:
-        fh.truncate(path.stat().st_size - 3 * 4096)  # the last three pages cut off
-    # SQLite reads nothing from a file shorter than its header says: refused at open, saying why.
-    with pytest.raises(StoreDamagedError, match="truncated") as refused:
-        SQLiteStore(path)
-    assert "python -m persistence recover" in str(refused.value)
-    result = recover_sqlite(path, tmp_path / "recovered.db", method="copy")
-    assert result.quick_check == "ok" and result.rows["conversations"] == THREADS
+    whole = tmp_path / "whole.db"
+    build(whole)
+
+    results: dict[int, RecoverResult] = {}
+
+    def cut_off(pages: int) -> RecoverResult:
+        if pages in results:
+            return results[pages]
+        path = tmp_path / f"history-{pages}.db"
+        shutil.copyfile(whole, path)
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size - pages * 4096)  # the last pages cut off
+        # SQLite reads nothing from a file shorter than its header says: refused at open, saying why.
+        with pytest.raises(StoreDamagedError, match="truncated") as refused:
+            SQLiteStore(path)
+        assert "python -m persistence recover" in str(refused.value)
+        result = recover_sqlite(path, tmp_path / f"recovered-{pages}.db", method="copy")
+        assert result.quick_check == "ok" and result.rows["conversations"] == THREADS
+        results[pages] = result
+        return result
+
+    # The fewest last pages whose loss takes messages with it (which table the last pages hold
+    # depends on the order rows were written and on their sizes): more cut, fewer kept.
+    low, high = 3, 60
+    while low < high:
+        middle = (low + high) // 2
+        if cut_off(middle).rows["messages"] < THREADS * PER_THREAD:
+            high = middle
+        else:
+            low = middle + 1
+    result = cut_off(low)
     assert THREADS * PER_THREAD - 3 * PER_THREAD < result.rows["messages"] < THREADS * PER_THREAD
 
 

@@ -8,6 +8,7 @@ tmpfs, when the server runs on this machine; the SQLSTATE mapping is also tested
 from __future__ import annotations
 
 import errno
+import io
 import os
 import random
 import shutil
@@ -23,8 +24,8 @@ from conftest import IN_CI, PG_ADMIN_URL, create_database, drop_database
 
 import persistence
 from persistence import StorageFullError
-from persistence.sql.api import sql_error
-from persistence.sqlite_store import SQLiteStore
+from persistence.backends.postgres.store import sql_error
+from persistence.backends.sqlite.store import SQLiteStore
 
 MODEL = "kimi-k2-0905-preview"
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 300}
@@ -101,7 +102,7 @@ def test_sqlite_full_disk_is_named_nothing_is_half_written_and_writes_resume(sma
         before = snapshot(store, ("t1", "t2"))
         ballast = fill(small_disk)
 
-        one = {"message_id": str(uuid.uuid4()), "model": MODEL, "usage": USAGE}
+        one: dict[str, Any] = {"message_id": str(uuid.uuid4()), "model": MODEL, "usage": USAGE}
         batch = [
             {"continuation_id": "t2", "role": "user", "content": text(40_000, f"b{i}"), "message_id": str(uuid.uuid4())}
             for i in range(3)
@@ -150,7 +151,7 @@ def test_a_full_spool_folder_leaves_no_partial_copy(small_disk: Path) -> None:
     ballast = fill(small_disk)
     ballast.unlink()
     (small_disk / "half").write_bytes(b"\0" * (1024 * 1024))  # about 1 MB left
-    with pytest.raises(StorageFullError) as full, spool(_Stream(3 * 1024 * 1024), small_disk / "spool"):
+    with pytest.raises(StorageFullError) as full, spool(io.BytesIO(os.urandom(3 * 1024 * 1024)), small_disk / "spool"):
         pass
     assert full.value.path == str(small_disk / "spool")
     assert files_on_disk(small_disk / "spool") == []
@@ -200,18 +201,6 @@ def test_a_full_outbox_disk_refuses_the_append_by_name_and_delivers_the_rest(sma
         target.close()
 
 
-class _Stream:
-    """A binary stream of ``n`` bytes, read in chunks."""
-
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def read(self, size: int = -1) -> bytes:
-        size = self.left if size < 0 else min(size, self.left)
-        self.left -= size
-        return os.urandom(size)
-
-
 # -- Postgres --------------------------------------------------------------------------------
 
 
@@ -242,26 +231,26 @@ def test_postgres_full_disk_is_named_and_writes_resume(pg_server: str, tmp_path:
             shutil.chown(disk, "postgres", "postgres")
             disk.chmod(0o700)
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f"create tablespace {tablespace} location '{disk}'")  # type: ignore[arg-type]
+                admin.execute(f"create tablespace {tablespace} location '{disk}'")
         except (LookupError, OSError, psycopg.Error) as exc:
             pytest.skip(f"cannot put a tablespace on a tmpfs for this Postgres (is it on this machine?): {exc}")
         store = persistence.open_store(url, files_dir=tmp_path / "files")
         try:
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(f"alter table messages set tablespace {tablespace}")  # type: ignore[arg-type]
+                conn.execute(f"alter table messages set tablespace {tablespace}")
             kept = store.record_message("t1", "user", "accepted before the disk filled", model=MODEL, usage=USAGE)
-            refused = None
+            refused: tuple[dict[str, Any], StorageFullError] | None = None
             accepted = 1
             while refused is None and accepted < 200:
-                args = {"message_id": str(uuid.uuid4()), "model": MODEL, "usage": USAGE}
+                args: dict[str, Any] = {"message_id": str(uuid.uuid4()), "model": MODEL, "usage": USAGE}
                 try:
                     store.record_message("t1", "assistant", os.urandom(20_000).hex(), **args)
                     accepted += 1
                 except StorageFullError as exc:
                     refused = (args, exc)
             assert refused is not None, "the 1 MB tablespace never filled"
-            args, exc = refused
-            assert "No space left on device" in str(exc) and "nothing was written" in str(exc)
+            args, error = refused
+            assert "No space left on device" in str(error) and "nothing was written" in str(error)
             conv = store.get_conversation("t1")
             assert conv is not None and conv.message_count == len(conv.messages) == accepted
             assert store.usage(()).iloc[0]["messages"] == accepted
@@ -277,6 +266,6 @@ def test_postgres_full_disk_is_named_and_writes_resume(pg_server: str, tmp_path:
     finally:
         drop_database(url)
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"drop tablespace if exists {tablespace}")  # type: ignore[arg-type]
+            admin.execute(f"drop tablespace if exists {tablespace}")
         _unmount(disk)
         disk.rmdir()

@@ -214,6 +214,47 @@ def test_round_trip_keeps_every_field(
         "notes.md",
         "shared.txt",
     ]
+    # Whether each upload was deduplicated travels with it, though the threads arrive in
+    # another order than the uploads were made (thread-a's shared.txt is the later upload).
+    assert dedup_flags(final) == DEDUP_FLAGS
+
+
+DEDUP_FLAGS = {
+    ("thread-a", "diagram.png"): False,
+    ("thread-a", "shared.txt"): True,
+    ("thread-b", "notes (1).md"): True,
+    ("thread-b", "notes.md"): False,
+    ("thread-b", "shared.txt"): False,
+}
+
+
+def dedup_flags(store: persistence.Store) -> dict[tuple[str | None, str], bool]:
+    return {(f.continuation_id, f.filename): f.deduplicated for f in store.list_files(limit=100)}
+
+
+def test_the_dedup_flag_is_imported_as_exported(source: persistence.Store, store: persistence.Store) -> None:
+    """Thread A alone: its shared.txt was deduplicated against thread B's earlier upload, which
+    this export leaves out. The flag says what happened when it was uploaded, so it stays."""
+    populate(source)
+    only_a = list(source.export_records(until=T0 + timedelta(minutes=1)))
+    assert [r["conversation"]["continuation_id"] for r in only_a] == ["thread-a"]
+    store.import_records(only_a)
+    assert dedup_flags(store) == {("thread-a", "diagram.png"): False, ("thread-a", "shared.txt"): True}
+
+
+def test_an_export_without_dedup_flags_gets_them_from_earlier_uploads(
+    source: persistence.Store, store: persistence.Store
+) -> None:
+    """Exports made before the flag was stored have none: the importing store decides by the
+    rule its migration backfilled with (an earlier upload of the same object)."""
+    populate(source)
+    assert dedup_flags(source) == DEDUP_FLAGS
+    old = records(source)
+    for record in old:
+        for f in record["files"]:
+            del f["deduplicated"]
+    store.import_records(old)
+    assert dedup_flags(store) == DEDUP_FLAGS
 
 
 def test_round_trip_of_a_demo_store(
@@ -276,3 +317,65 @@ def test_cli_export_then_import(source: persistence.Store, tmp_path: Path, capsy
     with persistence.open_store(dst_url) as copy:
         assert_same_records(records(source), records(copy))
         assert_same_totals(source, copy)
+
+
+def _recomputed(store: persistence.Store) -> tuple[pd.DataFrame, dict[str, tuple[int, int, float]]]:
+    """The rollup and each thread's totals, recomputed here from every stored message."""
+    rollup: dict[tuple[Any, ...], list[float]] = {}
+    threads: dict[str, tuple[int, int, float]] = {}
+    for rec in store.export_records():
+        n = tokens = 0
+        cost = 0.0
+        for m in rec["messages"]:
+            u = m["usage"]
+            key = (m["created_at"][:10], m["model"], m["provider"], m["tool_name"])
+            row = rollup.setdefault(key, [0, 0, 0, 0.0])
+            row[0] += 1
+            row[1] += u["input_tokens"]
+            row[2] += u["output_tokens"]
+            row[3] += m["cost_usd"] or 0.0
+            n += 1
+            tokens += sum(u.values())
+            cost += m["cost_usd"] or 0.0
+        threads[rec["conversation"]["continuation_id"]] = (n, tokens, cost)
+    frame = pd.DataFrame(
+        [(*k, *v) for k, v in rollup.items()],
+        columns=["day", "model", "provider", "tool_name", "messages", "input_tokens", "output_tokens", "cost_usd"],
+    )
+    return frame, threads
+
+
+def test_bulk_imports_into_a_full_store_add_up_to_a_full_recomputation(
+    source: persistence.Store, store: persistence.Store
+) -> None:
+    """Imports add each batch's sums to the daily rollup and the thread totals rather than
+    rebuilding whole days (issue 16): into a store that already holds those days, in uneven
+    batches, with a thread continued by a later import and a re-import that adds nothing,
+    the result must equal a recomputation from the messages."""
+    generate(store, 40, seed=1, end=date(2025, 11, 20), weeks=2, files=False)  # the days already hold data
+    generate(source, 40, seed=7, end=date(2025, 11, 20), weeks=2, files=False)
+    exported = records(source)
+    partial = json.loads(json.dumps(exported[0]))
+    partial["messages"] = partial["messages"][:2]  # a thread whose later turns arrive in a later import
+    store.import_records([partial])
+    store.import_records(exported[:15], batch_size=7)
+    store.import_records(exported, batch_size=11)
+    again = store.import_records(exported, batch_size=11)
+    assert again.messages == 0
+
+    expected, threads = _recomputed(store)
+    keys = ["day", "model", "provider", "tool_name"]
+    got = store.usage(tuple(keys))
+    got = got.assign(day=got["day"].dt.strftime("%Y-%m-%d"))[
+        [*keys, "messages", "input_tokens", "output_tokens", "cost_usd"]
+    ]
+    order = [*keys]
+    expected = expected.fillna("").sort_values(order).reset_index(drop=True)
+    got = got.fillna("").sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=False, rtol=1e-9)
+    assert int(got["messages"].sum()) == sum(n for n, _, _ in threads.values())
+    for cid, (n, tokens, cost) in threads.items():
+        conv = store.get_conversation(cid, last=1)
+        assert conv is not None
+        assert (conv.message_count, conv.total_tokens) == (n, tokens), cid
+        assert conv.cost_usd == pytest.approx(cost, rel=1e-9, abs=1e-12), cid

@@ -12,8 +12,8 @@ import pytest
 
 import persistence
 from persistence import ValidationError
+from persistence.backends.sqlite.store import SQLiteStore
 from persistence.filestore import sniff_mime
-from persistence.sqlite_store import SQLiteStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -49,6 +49,25 @@ def test_the_same_bytes_are_stored_once_and_it_says_so(store: persistence.Store)
     conv = store.get_conversation("t-2")
     assert conv is not None and [f.filename for f in conv.files] == ["b.txt"]
     assert sorted(c.continuation_id for c in store.file_conversations(a.id)) == ["t-1", "t-2"]
+
+
+def test_whether_an_upload_was_deduplicated_is_stored_and_read_back(store: persistence.Store) -> None:
+    first = store.put_file(b"twice\n", filename="a.txt", continuation_id="t-1", created_at=T0)
+    again = store.put_file(b"twice\n", filename="b.txt", continuation_id="t-2", created_at=T0 + timedelta(hours=1))
+    other = store.put_file(b"once\n", filename="c.txt", created_at=T0 + timedelta(hours=2))
+    assert (first.deduplicated, again.deduplicated, other.deduplicated) == (False, True, False)
+    listed = {f.filename: f.deduplicated for f in store.list_files(limit=10)}
+    assert listed == {"a.txt": False, "b.txt": True, "c.txt": False}
+    assert [f.filename for f in store.list_files(order="size", limit=10) if f.deduplicated] == ["b.txt"]
+    for upload, expected in ((first, False), (again, True), (other, False)):
+        assert upload.upload_id is not None
+        got = store.get_file(upload.upload_id)
+        assert got is not None and got.deduplicated is expected, upload.filename
+    # A thread's file list shows that thread's upload; the object itself is the first upload.
+    conv = store.get_conversation("t-2")
+    assert conv is not None and [(f.filename, f.deduplicated) for f in conv.files] == [("b.txt", True)]
+    by_object = store.get_file(first.id)
+    assert by_object is not None and not by_object.deduplicated
 
 
 def test_files_are_listed_filtered_and_paged(store: persistence.Store) -> None:
@@ -99,7 +118,7 @@ def test_filenames_never_become_paths(store: persistence.Store) -> None:
     with pytest.raises(ValidationError, match="source"):
         store.put_file("/no/such/file.txt")
     with pytest.raises(ValidationError, match="source"):
-        store.put_file(12345)  # type: ignore[arg-type]
+        store.put_file(12345)
     with pytest.raises(ValidationError, match="mime_type"):
         store.put_file(b"x", filename="x", mime_type="not a type")
 
@@ -125,7 +144,7 @@ class _CountingStream(io.RawIOBase):
 
 def test_uploads_are_streamed_in_chunks(store: persistence.Store) -> None:
     stream = _CountingStream(40 * 1024 * 1024)
-    f = store.put_file(stream, filename="big.bin")  # type: ignore[arg-type]
+    f = store.put_file(stream, filename="big.bin")
     assert f.size == 40 * 1024 * 1024 and stream.largest <= 1024 * 1024
     digest = hashlib.sha256()
     with store.open_file(f.id) as fh:
@@ -143,7 +162,7 @@ def test_local_writes_are_atomic_and_leave_no_temp_files(sqlite_store: SQLiteSto
             raise OSError("disk went away")
 
     with pytest.raises(OSError):
-        sqlite_store.put_file(Exploding(), filename="broken.bin")  # type: ignore[arg-type]
+        sqlite_store.put_file(Exploding(), filename="broken.bin")
     tmp = sqlite_store.files.root / ".tmp"
     assert not tmp.exists() or os.listdir(tmp) == []
     assert len(sqlite_store.list_files()) == 0  # no row for bytes that never arrived

@@ -9,7 +9,7 @@ import pytest
 
 import persistence
 from persistence.cli import main
-from persistence.migration import import_folder
+from persistence.cutover import import_folder
 from persistence.uploads import UploadRules
 
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 64

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import sqlite3
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -72,10 +75,10 @@ def test_each_tool_answers_from_the_store(history: str) -> None:
     assert [h["continuation_id"] for h in hits] == ["known-thread", "known-thread"]
     assert any("[zebra" in h["snippet"] for h in hits)
     body = thread.structured_content
-    assert [m["content"] for m in body["messages"]] == [
-        m.content for m in store.get_conversation("known-thread").messages
-    ]  # type: ignore[union-attr]
-    assert body["cost_usd"] == pytest.approx(store.get_conversation("known-thread").cost_usd)  # type: ignore[union-attr]
+    known = store.get_conversation("known-thread")
+    assert known is not None
+    assert [m["content"] for m in body["messages"]] == [m.content for m in known.messages]
+    assert body["cost_usd"] == pytest.approx(known.cost_usd)
     expected = [c.continuation_id for c in store.list_conversations(limit=5, order="cost")]
     assert [t["continuation_id"] for t in listing.structured_content["threads"]] == expected
     assert listing.structured_content["next_cursor"]
@@ -97,9 +100,16 @@ def test_bad_arguments_get_a_clear_error(history: str) -> None:
 
 
 def test_the_server_never_writes(history: str, tmp_path: Path) -> None:
-    before = Path(history.removeprefix("sqlite:///")).stat().st_mtime_ns
-    run_session(history, [("search_history", {"query": "cache"}), ("usage_summary", {})])
-    store = persistence.open_store(history)
-    assert store.count_conversations() == 41
-    store.close()
-    assert before <= Path(history.removeprefix("sqlite:///")).stat().st_mtime_ns
+    """The server opens the store read-only. Its copy here is one a writable open would
+    update at once (its package prices are older than the package's), yet every byte stays."""
+    db = tmp_path / "history.db"
+    shutil.copyfile(history.removeprefix("sqlite:///"), db)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("delete from store_meta where key = 'package_prices_sha256'")
+    before = db.read_bytes()
+    _, (search, usage) = run_session(f"sqlite:///{db}", [("search_history", {"query": "zebra"}), ("usage_summary", {})])
+    assert [h["continuation_id"] for h in search.structured_content["hits"]] == ["known-thread", "known-thread"]
+    assert not usage.is_error
+    assert db.read_bytes() == before
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # nothing written, not even to the WAL

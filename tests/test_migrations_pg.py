@@ -4,7 +4,6 @@ that ran the plan's migrations, and the usage schemas SQLite and Postgres expose
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -18,28 +17,16 @@ import pytest
 
 import persistence
 from persistence import SchemaVersionError, StoreOpenError
-from persistence.sql import migrate, migration_files, needs_standin, split_statements
+from persistence.backends.postgres.schema import migrate, migration_files, needs_standin, split_statements, standin_sql
 
 psycopg = pytest.importorskip("psycopg")
 
-from conftest import IN_CI, create_database, drop_database  # noqa: E402
+from conftest import create_database, drop_database  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-# The plan's original SQL sits in ../shared/plan beside the checkout (PERSISTENCE_PLAN_DIR
-# overrides; /work/shared/plan is where it lives on the team's machines).
-PLAN_DIR = next(
-    (
-        p
-        for p in (
-            Path(os.environ.get("PERSISTENCE_PLAN_DIR", "/nonexistent")),
-            Path(__file__).resolve().parents[2] / "shared" / "plan",
-            Path("/work/shared/plan"),
-        )
-        if p.is_dir()
-    ),
-    Path(__file__).resolve().parents[2] / "shared" / "plan",
-)
+# The schema the plan's two original migrations created, kept with the tests.
+PLAN_SCHEMA = Path(__file__).resolve().parent / "fixtures" / "plan_schema.sql"
 T0 = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
 
 
@@ -226,16 +213,6 @@ def test_usage_schemas_agree_between_sqlite_and_postgres(pg_url: str, tmp_path: 
 # -- the plan's database -------------------------------------------------------------------
 
 
-def plan_sql() -> list[str]:
-    if not PLAN_DIR.is_dir():
-        message = f"the plan's SQL files are not at {PLAN_DIR}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    # file_storage defines update_updated_at_column(), which conversations uses.
-    return [(PLAN_DIR / name).read_text() for name in ("20251015_file_storage.sql", "20251015_conversations.sql")]
-
-
 # PLAN.md 2.2: the bucket and its storage policies, which any role may use.
 PLAN_STORAGE = """
 INSERT INTO storage.buckets (id, name, public) VALUES ('mcp-files', 'mcp-files', false);
@@ -254,10 +231,9 @@ SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 def plan_db(fresh_db: str) -> str:
     """A database as the plan left it: its two migrations, its bucket policies, and rows."""
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        for statement in split_statements(persistence.sql.standin_sql()):
+        for statement in split_statements(standin_sql()):
             conn.execute(statement)  # Supabase's built-ins, as on the project the plan ran on
-        for script in plan_sql():
-            conn.execute(script)
+        conn.execute(PLAN_SCHEMA.read_bytes())  # the plan's tables, indexes, trigger and policies
         conn.execute(PLAN_STORAGE)
         conn.execute(
             """insert into conversations (id, continuation_id, session_id, title, summary, model_used, total_tokens,

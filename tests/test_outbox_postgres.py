@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -83,7 +84,7 @@ def test_thread_storage_on_postgres_reads_its_own_writes_while_down(
     storage = ThreadStorage(store, outbox_dir=tmp_path / "queue")
     assert storage.outbox is not None  # a remote backend writes through the outbox by default
     tid = str(uuid.uuid4())
-    ctx = {
+    ctx: dict[str, Any] = {
         "thread_id": tid,
         "parent_thread_id": None,
         "created_at": "2026-11-20T09:00:00+00:00",

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from conftest import IN_CI, create_database, drop_database
@@ -29,7 +30,7 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "tests"
 FILES = sorted(TESTS_DIR.glob("*.sql"))
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     message = f"{what}; scripts/test installs it (postgresql-NN-pgtap, libtap-parser-sourcehandler-pgtap-perl)"
     if IN_CI:
         pytest.fail(message + " (CI=true: the pgTAP suite may not skip)")
@@ -39,7 +40,7 @@ def _missing(what: str) -> None:
 @pytest.fixture(scope="module")
 def pgtap_db(pg_server: str) -> Iterator[str]:
     """A migrated database of its own, on a server that has the pgtap extension."""
-    from persistence.sql import migrate
+    from persistence.backends.postgres.schema import migrate
 
     with psycopg.connect(pg_server, autocommit=True) as conn:
         available = conn.execute("select 1 from pg_catalog.pg_available_extensions where name = 'pgtap'").fetchone()
@@ -73,6 +74,8 @@ def test_pgtap_file(pgtap_db: str, path: Path) -> None:
             env=env,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"pg_prove {path.name} ran over {exc.timeout} s:\n{exc.stdout or ''}{exc.stderr or ''}")
+        # TimeoutExpired carries bytes whatever text=True says.
+        output = b"".join(o if isinstance(o, bytes) else o.encode() for o in (exc.stdout, exc.stderr) if o)
+        pytest.fail(f"pg_prove {path.name} ran over {exc.timeout} s:\n{output.decode(errors='replace')}")
     if run.returncode != 0:
         pytest.fail(f"pg_prove {path.name} failed (exit {run.returncode}):\n{run.stdout}\n{run.stderr}", pytrace=False)

@@ -53,8 +53,8 @@ def three(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     import psycopg
     from supabase_standin import SupabaseStandin
 
-    from persistence.sql import migrate
-    from persistence.supabase_store import SupabaseStore
+    from persistence.backends.postgres.schema import migrate
+    from persistence.backends.postgres.supabase_store import SupabaseStore
 
     tmp = tmp_path_factory.mktemp("three")
     pg_db, supa_db = create_database(), create_database()

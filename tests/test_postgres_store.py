@@ -19,7 +19,7 @@ import pytest
 
 import persistence
 from persistence import ConflictError, NotFoundError, PersistenceError, StoreOpenError
-from persistence.supabase_store import SupabaseStorage, SupabaseStore, make_client
+from persistence.backends.postgres.supabase_store import SupabaseStorage, SupabaseStore, make_client
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -137,7 +137,7 @@ def test_storage_dedups_by_owner_and_hash_and_signs_urls(pg_url: str, standin: A
         with psycopg.connect(pg_url) as conn:
             names = sorted(r[0] for r in conn.execute("select name from storage.objects where bucket_id = 'mcp-files'"))
         assert names == sorted([a.storage_path, c.storage_path])
-        with store.open_file(b.upload_id) as fh:  # type: ignore[arg-type]
+        with store.open_file(b.upload_id) as fh:
             assert fh.read() == b"%PDF-1.7 report"
         url = store.signed_url(a.id, expires_in=60)
         assert url.startswith("http://supabase.test/storage/v1/object/sign/mcp-files/") and "token=" in url
@@ -166,7 +166,7 @@ def test_a_custom_bucket_is_created_private_on_first_upload(pg_url: str, standin
 
 
 def test_postgres_with_its_file_bytes_in_supabase_storage(pg_url: str, standin: Any) -> None:
-    from persistence.postgres_store import PostgresStore
+    from persistence.backends.postgres.psycopg_store import PostgresStore
 
     client, http = make_client("http://supabase.test", standin.token("service_role"), http_client=standin.client())
     store = PostgresStore(pg_url, files=SupabaseStorage(client, "mcp-files", http=http))
@@ -285,5 +285,37 @@ def test_common_words_are_searched_in_the_newest_days(pg_url: str, tmp_path: Pat
         assert all(h["message"]["content"].count("pool") == 4 for h in ranked)  # the densest first
         old = store.search("pool", until=T0 - timedelta(days=90), order="recent", limit=2)
         assert [h.message.content for h in old] == [records[i][2] for i in (361, 362)]
+    finally:
+        store.close()
+
+
+def test_the_unpriced_rule_and_the_filters_are_the_packages(pg_url: str, tmp_path: Path) -> None:
+    """Postgres' copies of two rules (issue 13): public.message_unpriced, which the generated
+    column messages.unpriced stores, answers as persistence.pricing.is_unpriced does, and
+    public.conversations_where takes exactly the keys of ConversationFilters."""
+    import itertools
+    from decimal import Decimal
+
+    from psycopg.types.json import Jsonb
+
+    from persistence.prepared import FILTER_NAMES
+    from persistence.pricing import UNREAD_USAGE, is_unpriced
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        metadatas: tuple[dict[str, object], ...] = ({}, {UNREAD_USAGE: {"odd": 1}}, {UNREAD_USAGE: None}, {"x": 1})
+        for cost, tokens, metadata in itertools.product((None, Decimal(0), Decimal("1.5")), (0, 7), metadatas):
+            sql = conn.execute("select public.message_unpriced(%s, %s, %s)", (cost, tokens, Jsonb(metadata)))
+            row = sql.fetchone()
+            assert row is not None
+            expected = is_unpriced(None if cost is None else float(cost), tokens, UNREAD_USAGE in metadata)
+            assert row[0] is expected, (cost, tokens, metadata)
+        for name in FILTER_NAMES:  # each is known (a value of the wrong type would say so instead)
+            conn.execute("select public.conversations_where(%s)", (Jsonb({name: "2026-01-01T00:00:00+00:00"}),))
+        with pytest.raises(psycopg.Error, match="unknown filter modle"):
+            conn.execute("select public.conversations_where(%s)", (Jsonb({"modle": "x", "model": "y"}),))
+    store = persistence.open_store(pg_url, files_dir=tmp_path)
+    try:
+        with pytest.raises(persistence.ValidationError, match="unknown filter"):
+            store._call("count_conversations", {"p_filters": Jsonb({"tags": "x"})})  # type: ignore[attr-defined]
     finally:
         store.close()

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 import persistence
-from persistence import cli
+from persistence import cli, when
+from persistence.backends.sqlite.store import SQLiteStore
 from persistence.demo import generate
 from persistence.errors import NotFoundError, ValidationError
-from persistence.sqlite_store import SQLiteStore
 
 OLD = datetime(2025, 9, 10, 9, 0, tzinfo=UTC)
 NEW = datetime(2025, 10, 10, 9, 0, tzinfo=UTC)
@@ -149,7 +149,7 @@ def assert_storage_matches_uploads(store: persistence.Store) -> None:
     expected: dict[date, int] = defaultdict(int)
     for u in first_upload.values():
         expected[u.created_at.date()] += u.size
-    assert {d.date(): int(b) for d, b in by_day["bytes"].items() if b} == dict(expected)
+    assert {d.date(): int(b) for d, b in zip(by_day.index, by_day["bytes"], strict=True) if b} == dict(expected)
 
 
 def snapshot(store: persistence.Store) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def test_sqlite_prune_of_a_demo_store(sqlite_store: SQLiteStore) -> None:
     ],
 )
 def test_parse_age(text: str, expected: timedelta | datetime) -> None:
-    assert cli.parse_age(text) == expected
+    assert when.parse_age(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0d", "90", "90 days", "3m", "tomorrow", "2999-01-01", "2025-01-01T00:00:00"])
@@ -328,7 +328,7 @@ def test_cli_prune_dry_run_then_prune(tmp_path: Path, capsys: pytest.CaptureFixt
     size = len(ONLY_OLD) + len(LOOSE_OLD)
     assert out.strip() == (
         "Would delete 2 threads last active before 2025-10-01 00:00 UTC with 5 messages, "
-        f"and 2 files no remaining thread uses (2 uploads, {size:,} bytes)."
+        f"and 2 files no remaining thread uses (2 uploads, {size:,} B)."
     )
     assert "nothing was changed" in err
     with persistence.open_store(url) as store:

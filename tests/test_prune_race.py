@@ -10,6 +10,7 @@ of uploads against a pruner in threads.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import subprocess
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 
 import persistence
+from persistence.backends.postgres.store import BlobStore, FunctionStore
+from persistence.backends.sqlite.store import SQLiteStore
 from persistence.errors import NotFoundError
 
 OLD = datetime(2025, 9, 10, 9, 0, tzinfo=UTC)
@@ -57,6 +60,12 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, out
 
 
+def blobs(store: persistence.Store) -> BlobStore:
+    """Where the store keeps file bytes: a local folder, or a Supabase Storage bucket."""
+    assert isinstance(store, SQLiteStore | FunctionStore)
+    return store.files
+
+
 def joined(thread: threading.Thread, out: dict[str, Any], timeout: float = 30) -> Any:
     thread.join(timeout)
     assert not thread.is_alive(), "the thread is stuck"
@@ -70,7 +79,7 @@ def test_an_upload_while_the_sweep_deletes_keeps_its_bytes(store: persistence.St
     deleted; an upload of the same content runs in that pause."""
     old = store.put_file(CONTENT, filename="old.txt", created_at=OLD)
     sweeping = threading.Event()
-    real_delete = store.files.delete
+    real_delete = blobs(store).delete
 
     def slow_delete(storage_path: str) -> bool:
         if storage_path == old.storage_path:
@@ -78,7 +87,7 @@ def test_an_upload_while_the_sweep_deletes_keeps_its_bytes(store: persistence.St
             time.sleep(PAUSE)  # the upload below records its row meanwhile (or waits to)
         return bool(real_delete(storage_path))
 
-    store.files.delete = slow_delete  # type: ignore[method-assign]
+    blobs(store).delete = slow_delete  # type: ignore[method-assign]
 
     def upload_in_the_pause() -> persistence.StoredFile:
         assert sweeping.wait(30), "the sweep never reached the bytes"
@@ -152,7 +161,7 @@ def test_uploads_racing_a_pruner_never_lose_bytes(store: persistence.Store) -> N
     a cutoff in the future (so every object is doomed the moment nobody uploads it), with
     small random pauses in the sweep. Each upload that returns can be opened unless a later
     prune legitimately deleted its row; at the end no row lacks its bytes."""
-    real_delete = store.files.delete
+    real_delete = blobs(store).delete
     real_put_bytes = store._put_bytes
     rng = random.Random(10)
 
@@ -165,7 +174,7 @@ def test_uploads_racing_a_pruner_never_lose_bytes(store: persistence.Store) -> N
         time.sleep(rng.random() * 0.005)
         return blob
 
-    store.files.delete = jittery_delete  # type: ignore[method-assign]
+    blobs(store).delete = jittery_delete  # type: ignore[method-assign]
     store._put_bytes = jittery_put_bytes  # type: ignore[method-assign]
     stop = threading.Event()
     problems: list[str] = []
@@ -197,7 +206,7 @@ def test_uploads_racing_a_pruner_never_lose_bytes(store: persistence.Store) -> N
                 counts["pruned_files"] += result.files
             time.sleep(0.001)  # leave the uploaders some turns at the lock
 
-    threads = [in_thread(lambda n=n: uploader(n)) for n in range(3)] + [in_thread(pruner)]
+    threads = [in_thread(functools.partial(uploader, n)) for n in range(3)] + [in_thread(pruner)]
     time.sleep(STRESS_SECONDS)
     stop.set()
     for thread, out in threads:
@@ -236,7 +245,7 @@ def test_an_upload_in_another_process_keeps_its_bytes(
     pruning = persistence.open_store(url, files_dir=files)
     try:
         old = pruning.put_file(CONTENT, filename="old.txt", created_at=OLD)
-        real_delete = pruning.files.delete
+        real_delete = blobs(pruning).delete
 
         def slow_delete(storage_path: str) -> bool:
             if storage_path == old.storage_path:
@@ -244,7 +253,7 @@ def test_an_upload_in_another_process_keeps_its_bytes(
                 time.sleep(PAUSE * 2)
             return bool(real_delete(storage_path))
 
-        pruning.files.delete = slow_delete  # type: ignore[method-assign]
+        blobs(pruning).delete = slow_delete  # type: ignore[method-assign]
         source = tmp_path / "again.txt"
         source.write_bytes(CONTENT)
         uploader = subprocess.Popen(
@@ -269,7 +278,7 @@ def _sql(url: str, query: str, *args: Any) -> Any:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query, args or None)  # type: ignore[arg-type]
+        cur = conn.execute(query, args or None)
         row = cur.fetchone() if cur.description else None
     return None if row is None else row[0]
 
@@ -287,7 +296,7 @@ def test_an_upload_waits_for_a_live_claim_then_places_its_bytes_again(pg_url: st
         thread, out = in_thread(lambda: store.put_file(CONTENT, filename="again.txt"))
         time.sleep(PAUSE)
         assert thread.is_alive(), "the upload did not wait for the sweep"
-        assert store.files.delete(old.storage_path)  # the sweep's delete ...
+        assert blobs(store).delete(old.storage_path)  # the sweep's delete ...
         _sql(pg_url, "select public.release_blob_sweep(%s, %s)", sweep["sweep_id"], [old.storage_path])
         again: persistence.StoredFile = joined(thread, out)  # ... and the upload puts them back
         assert read(store, again.upload_id or again.id) == CONTENT
@@ -302,7 +311,7 @@ def test_the_claim_of_a_prune_that_died_does_not_hold_uploads(pg_url: str, tmp_p
     try:
         old = store.put_file(CONTENT, filename="old.txt", created_at=OLD)
         _sql(pg_url, "select public.prune(%s)", CUTOFF)
-        store.files.delete(old.storage_path)  # it deleted the bytes, then died: the lease runs out
+        blobs(store).delete(old.storage_path)  # it deleted the bytes, then died: the lease runs out
         _sql(pg_url, "update public.blob_sweeps set expires_at = now() - interval '1 second'")
         started = time.monotonic()
         again = store.put_file(CONTENT, filename="again.txt")

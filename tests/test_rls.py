@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import persistence
-from persistence.supabase_store import make_client
+from persistence.backends.postgres.supabase_store import make_client
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -62,7 +62,7 @@ def two_users(pg_url: str, tmp_path: Any) -> str:
 def test_a_user_reads_only_their_own_rows(two_users: str) -> None:
     with as_role(two_users, "authenticated", A) as conn:
         for table in USER_TABLES:
-            owners = {r[0] for r in conn.execute(f"select distinct user_id::text from public.{table}")}  # type: ignore[arg-type]
+            owners = {r[0] for r in conn.execute(f"select distinct user_id::text from public.{table}")}
             assert owners == {A}, table
         assert call(conn, "get_conversation", p_continuation_id="thread-b") is None
         assert [c["continuation_id"] for c in call(conn, "list_conversations")] == ["thread-a"]
@@ -117,13 +117,14 @@ def test_a_user_cannot_change_or_delete_anothers_rows(two_users: str) -> None:
         for fn, args in (
             ("prune", "p_cutoff => now() + interval '1 day'"),
             ("import_batch", "p_records => '[]'"),
+            ("import_records", "p_records => '[]'"),
             ("reprice_apply", "p_updates => '[]'"),
             ("upsert_model_prices", "p_prices => '[]'"),
             ("store_doctor", ""),
             ("applied_migrations", ""),
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"select public.{fn}({args})")  # type: ignore[arg-type]
+                conn.execute(f"select public.{fn}({args})")
     with as_role(two_users, "service_role") as conn:
         b = call(conn, "get_conversation", p_continuation_id="thread-b")
         assert b["title"] == "secret plans of thread-b" and b["message_count"] == 2
@@ -151,16 +152,16 @@ def test_anon_gets_nothing(two_users: str) -> None:
     with as_role(two_users, "anon") as conn:
         for table in (*USER_TABLES, "provider_files", "model_prices", "store_meta"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"select * from public.{table}")  # type: ignore[arg-type]
+                conn.execute(f"select * from public.{table}")
         for fn in ("list_conversations", "search_messages", "usage_report", "facets", "list_model_prices"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"select public.{fn}()")  # type: ignore[arg-type]
+                conn.execute(f"select public.{fn}()")
 
 
 def test_service_role_sees_everything(two_users: str) -> None:
     with as_role(two_users, "service_role") as conn:
         for table in USER_TABLES:
-            owners = {r[0] for r in conn.execute(f"select distinct user_id::text from public.{table}")}  # type: ignore[arg-type]
+            owners = {r[0] for r in conn.execute(f"select distinct user_id::text from public.{table}")}
             assert owners == {A, B}, table
         assert call(conn, "count_conversations") == 2
 
@@ -207,10 +208,10 @@ def test_end_to_end_through_the_client_as_a_signed_in_user(two_users: str, stand
     """The supabase client with A's token (what an app using the anon key + sign-in sends)."""
     from postgrest.exceptions import APIError
 
-    client, http = make_client("http://supabase.test", standin.token("authenticated", A), http_client=standin.client())
+    client, http = standin.signed_in(A)  # the anon key, and A's token as Authorization
     try:
         assert client.rpc("get_conversation", {"p_continuation_id": "thread-b"}).execute().data is None
-        mine = client.rpc("list_conversations", {}).execute().data
+        mine = cast(list[dict[str, Any]], client.rpc("list_conversations", {}).execute().data)  # rows, as JSON
         assert [c["continuation_id"] for c in mine] == ["thread-a"]
         with pytest.raises(APIError) as info:
             client.rpc(
@@ -235,9 +236,7 @@ def test_storage_end_to_end_as_a_signed_in_user(pg_url: str, standin: Any) -> No
     from storage3.exceptions import StorageApiError
 
     service, http_s = make_client("http://supabase.test", standin.token("service_role"), http_client=standin.client())
-    user_a, http_a = make_client(
-        "http://supabase.test", standin.token("authenticated", A), http_client=standin.client()
-    )
+    user_a, http_a = standin.signed_in(A)
     try:
         service.storage.from_("mcp-files").upload(f"{B}/aa/secret", b"B's bytes")
         user_a.storage.from_("mcp-files").upload(f"{A}/aa/mine", b"A's bytes")

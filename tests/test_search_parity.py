@@ -209,3 +209,44 @@ def test_the_ascii_fast_path_finds_the_same_units(text: str) -> None:
     from persistence import search_query
 
     assert search_query._UNIT_ASCII.findall(text) == search_query._UNIT.findall(text)
+
+
+def test_ranking_covers_the_same_newest_window_on_every_backend(store: persistence.Store) -> None:
+    """A word with more matches than the rank window is ranked among its newest
+    SEARCH_RANK_WINDOW matches on every backend (SQLite used to rank 10,000, Postgres about
+    1,000 by an estimate), so both answer the same. The oldest matches here say the word
+    three times, which would rank them first if they were inside the window."""
+    from persistence.search_query import SEARCH_RANK_WINDOW
+
+    old, new = 150, SEARCH_RANK_WINDOW + 50
+    rows = [
+        {
+            "continuation_id": f"w-old-{i % 10}",
+            "role": "user",
+            "content": f"pool pool pool overflow {i}",
+            "created_at": T0 + timedelta(hours=i),
+        }
+        for i in range(old)
+    ] + [
+        {
+            "continuation_id": f"w-new-{i % 50}",
+            "role": "user",
+            "content": f"the pool is fine today, ticket {i}, nothing else to report here at all",
+            "created_at": T0 + timedelta(days=30, hours=i),
+        }
+        for i in range(new)
+    ]
+    for start in range(0, len(rows), 400):
+        store.record_messages(rows[start : start + 400])
+    hits = store.search("pool", limit=500)
+    assert len(hits) == 500
+    # Only the newest SEARCH_RANK_WINDOW matches are ranked: none of the old, higher-scored ones.
+    assert {h.message.continuation_id.split("-")[1] for h in hits} == {"new"}
+    oldest_ranked = T0 + timedelta(days=30, hours=new - SEARCH_RANK_WINDOW)
+    assert min(h.message.created_at for h in hits) >= oldest_ranked
+    # A filter that leaves fewer matches than the window ranks them all: the old ones first.
+    best = store.search("pool", limit=5, until=T0 + timedelta(days=29))
+    assert [h.message.continuation_id.split("-")[1] for h in best] == ["old"] * 5
+    # Newest first is exact whatever the window.
+    recent = store.search("pool", limit=3, order="recent")
+    assert [h.message.content.split(", ")[1] for h in recent] == [f"ticket {i}" for i in (new - 1, new - 2, new - 3)]

@@ -9,22 +9,59 @@ import pytest
 
 import persistence
 from persistence import SchemaVersionError
-from persistence.config import redact_url, resolve_url
-from persistence.sqlite_store import SQLiteStore
+from persistence.backends.sqlite.schema import MIGRATIONS
+from persistence.backends.sqlite.store import SQLiteStore
+from persistence.env import redact_url, resolve_url
 
 
 def test_the_store_migrates_itself_once(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     store = persistence.open_store(f"sqlite:///{path}")
-    assert [name for name, _ in store.migrations()] == ["0001_initial", "0002_search_index_v2"]
+    assert [name for name, _ in store.migrations()] == [name for name, _ in MIGRATIONS]
     store.record_message("t", "user", "hello")
     store.close()
     again = persistence.open_store(f"sqlite:///{path}")  # reopening applies nothing twice
-    assert len(again.migrations()) == 2 and again.count_conversations() == 1
+    assert len(again.migrations()) == len(MIGRATIONS) and again.count_conversations() == 1
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+def test_the_unpriced_flag_is_filled_in_for_a_store_older_than_it(tmp_path: Path) -> None:
+    """0003_unpriced_flag: messages written before the column get the flag the rule gives,
+    so the totals and rollups (counted before, by the rule) equal the sums of the column."""
+    path = tmp_path / "old.db"
+    store = persistence.open_store(f"sqlite:///{path}")
+    store.record_message("t", "user", "no usage at all")
+    store.record_message(
+        "t", "assistant", "priced", model="glm-4.6", usage={"prompt_tokens": 10, "completion_tokens": 2}
+    )
+    store.record_message("t", "assistant", "no price", model="my-local-model", usage={"input_tokens": 5})
+    store.record_message("t", "assistant", "unreadable", model="glm-4.6", usage={"tokens_in": 5})
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("alter table messages drop column unpriced")  # as 0002 left it
+    db.execute("delete from _migrations where name = '0003_unpriced_flag'")
+    db.commit()
+    db.close()
+
+    store = persistence.open_store(f"sqlite:///{path}")
+    assert "0003_unpriced_flag" in [name for name, _ in store.migrations()]
+    store.close()
+    db = sqlite3.connect(path)
+    flags = dict(db.execute("select content, unpriced from messages"))
+    assert flags == {"no usage at all": 0, "priced": 0, "no price": 1, "unreadable": 1}
+    assert db.execute("select unpriced_messages from conversations").fetchone()[0] == 2
+    assert db.execute("select sum(unpriced_messages) from usage_daily").fetchone()[0] == 2
+    db.close()
+
+
+def test_each_thread_filter_has_its_where_clause() -> None:
+    from persistence.backends.sqlite.store import _CONVERSATION_FILTERS
+    from persistence.prepared import FILTER_NAMES
+
+    assert set(_CONVERSATION_FILTERS) == FILTER_NAMES
 
 
 def test_a_newer_schema_is_refused_not_clobbered(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def tid(name: str) -> str:
     ],
 )
 def live(request: pytest.FixtureRequest) -> Iterator[Any]:
-    from persistence.supabase_store import SupabaseStore
+    from persistence.backends.postgres.supabase_store import SupabaseStore
 
     if request.param == "live":
         store = SupabaseStore(env={"SUPABASE_URL": LIVE_URL, "SUPABASE_SERVICE_ROLE_KEY": LIVE_KEY})
@@ -155,7 +155,7 @@ def test_anon_gets_nothing(live: Any) -> None:
     base, anon_key, http = live.test_anon
     if not anon_key:
         pytest.skip("SUPABASE_TEST_ANON_KEY is not set")
-    from persistence.supabase_store import make_client
+    from persistence.backends.postgres.supabase_store import make_client
 
     client, own = make_client(base, anon_key, http_client=http)
     from postgrest.exceptions import APIError

@@ -26,9 +26,15 @@ import pytest
 
 import persistence
 from persistence import StoreOpenError
+from persistence.backends.postgres.schema import (
+    CLI_HISTORY_SETUP,
+    CLI_INSERT_VERSION,
+    migrate,
+    migration_files,
+    split_statements,
+    standin_sql,
+)
 from persistence.models import Usage
-from persistence.sql import CLI_HISTORY_SETUP, CLI_INSERT_VERSION, migrate, migration_files, split_statements
-from persistence.supabase_store import make_client
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -55,9 +61,7 @@ def as_role(url: str, role: str, sub: str | None = None) -> Iterator[Any]:
 
 @contextmanager
 def signed_in(standin: Any, sub: str) -> Iterator[Any]:
-    client, http = make_client(
-        "http://supabase.test", standin.token("authenticated", sub), http_client=standin.client()
-    )
+    client, http = standin.signed_in(sub)
     try:
         yield client
     finally:
@@ -265,7 +269,7 @@ def before_ownership(pg_server: str) -> Iterator[str]:
     url = create_database()
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            for statement in split_statements(persistence.sql.standin_sql()):
+            for statement in split_statements(standin_sql()):
                 conn.execute(statement)
             for statement in CLI_HISTORY_SETUP:
                 conn.execute(statement)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,7 @@ def test_a_late_type_decision_refuses_a_long_stream(store: persistence.Store) ->
             return len(ELF) if len(reads) == 1 else len(b)
 
     with pytest.raises(UploadRefusedError):
-        store.put_file(io.BufferedReader(Stream(), buffer_size=1 << 20), filename="x")  # type: ignore[arg-type]
+        store.put_file(io.BufferedReader(Stream(), buffer_size=1 << 20), filename="x")
     assert sum(reads) < 10 * (1 << 20)
     _no_trace(store, 0)
 
@@ -93,10 +92,15 @@ def test_rules_come_from_the_environment(tmp_path: Path) -> None:
     )
     with pytest.raises(UploadRefusedError):
         store.put_file(b"plain text", filename="a.txt")
+    store.record_message("kept", "user", "written before the bad setting")
     store.close()
     with pytest.raises(persistence.StoreOpenError, match="PERSISTENCE_UPLOADS_PER_MINUTE"):
         persistence.open_store(f"sqlite:///{tmp_path / 'h.db'}", env={"PERSISTENCE_UPLOADS_PER_MINUTE": "lots"})
-    assert os.listdir(tmp_path)  # the store itself was fine
+    # Only the setting was refused: the store opens again as it was, with its rules back to the defaults.
+    with persistence.open_store(f"sqlite:///{tmp_path / 'h.db'}") as again:
+        kept = again.get_conversation("kept")
+        assert kept is not None and [m.content for m in kept.messages] == ["written before the bad setting"]
+        assert again.upload_rules == UploadRules()
 
 
 def test_active_types_are_allowed_only_by_name() -> None:

@@ -321,10 +321,10 @@ def test_the_app_never_renders_stored_files() -> None:
     """Files go out through st.download_button only (an attachment), active types as
     application/octet-stream; no page shows a stored file's bytes inline."""
     root = Path(__file__).resolve().parent.parent
-    for page in ("pages/files.py", "pages/thread.py"):
+    for page in ("views/files.py", "views/thread.py"):
         source = (root / page).read_text()
         assert "mime=download_type(f.mime_type)" in source and "mime=f.mime_type" not in source
-    for path in [*root.glob("pages/*.py"), *root.glob("ui/*.py"), root / "app.py"]:
+    for path in [*root.glob("views/*.py"), *root.glob("ui/*.py"), root / "app.py"]:
         source = path.read_text()
         assert "open_file" not in source or "st.download_button" in source, path
         for inline in ("st.image(", "st.components", "components.html(", "st.pdf("):

@@ -7,12 +7,13 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import persistence
 from persistence import ConflictError
-from persistence.sqlite_store import SQLiteStore
+from persistence.backends.sqlite.store import SQLiteStore
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 USAGE = {"prompt_tokens": 800, "completion_tokens": 200}
@@ -100,7 +101,7 @@ def test_a_failed_step_leaves_nothing_half_written(sqlite_store: SQLiteStore, mo
     store.record_message("t-atomic", "user", "before", created_at=T0)
     before = store.get_conversation("t-atomic")
     usage_before = store.usage(())
-    import persistence.sqlite_store as mod
+    import persistence.backends.sqlite.store as mod
 
     monkeypatch.setattr(mod, "_ROLLUP_UPSERT", "insert into no_such_table values (?)")
     with pytest.raises(persistence.PersistenceError):
@@ -121,7 +122,7 @@ def test_a_failed_step_leaves_nothing_half_written(sqlite_store: SQLiteStore, mo
 
 def test_record_messages_writes_a_batch_all_or_nothing(store: persistence.Store) -> None:
     mid = str(uuid.uuid4())
-    batch = [
+    batch: list[dict[str, Any]] = [
         {"continuation_id": "t-batch", "role": "user", "content": "first", "message_id": mid, "created_at": T0},
         {"continuation_id": "t-batch", "role": "assistant", "content": "second", "model": "glm-4.6", "usage": USAGE},
         {"continuation_id": "t-other", "role": "user", "content": "elsewhere"},

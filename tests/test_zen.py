@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import persistence
 from persistence import ValidationError
 from persistence.integrations.zen import RAW_PROMPT_MARKER, ThreadStorage, turn_id
-from persistence.outbox import Outbox
+from persistence.outbox import Outbox, doctor
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -82,35 +82,34 @@ def test_add_turn_cycle_round_trips_and_fills_columns(storage: ThreadStorage, st
     ctx = context(tid, [], session_fingerprint="fp-1", client_friendly_name="Claude Desktop")
     storage.set_with_ttl(key(tid), 3600, json.dumps(ctx))
     # zen's add_turn: read, append, write back with a fresh TTL.
-    for i, (role, content, extra) in enumerate(
-        [
-            ("user", "Why does the pool run dry?", {"files": ["/src/pool.py"]}),
-            (
-                "assistant",
-                "Connections leak on timeout.",
-                {
-                    "model_provider": "kimi",
-                    "model_name": "kimi-k2-0905-preview",
-                    "model_metadata": {
-                        "usage": {"input_tokens": 1200, "output_tokens": 300, "total_tokens": 1500},
-                        "metadata": {"finish_reason": "stop"},
-                    },
+    script: list[tuple[str, str, dict[str, Any]]] = [
+        ("user", "Why does the pool run dry?", {"files": ["/src/pool.py"]}),
+        (
+            "assistant",
+            "Connections leak on timeout.",
+            {
+                "model_provider": "kimi",
+                "model_name": "kimi-k2-0905-preview",
+                "model_metadata": {
+                    "usage": {"input_tokens": 1200, "output_tokens": 300, "total_tokens": 1500},
+                    "metadata": {"finish_reason": "stop"},
                 },
-            ),
-            (
-                "assistant",
-                "Step 2 of the investigation.",
-                {
-                    "tool_name": "debug",
-                    "model_name": "glm-4.6",
-                    "model_metadata": {
-                        "work_history": [{"step": 1, "findings": "x"}],
-                        "initial_request": {"step": "a"},
-                    },
+            },
+        ),
+        (
+            "assistant",
+            "Step 2 of the investigation.",
+            {
+                "tool_name": "debug",
+                "model_name": "glm-4.6",
+                "model_metadata": {
+                    "work_history": [{"step": 1, "findings": "x"}],
+                    "initial_request": {"step": "a"},
                 },
-            ),
-        ]
-    ):
+            },
+        ),
+    ]
+    for i, (role, content, extra) in enumerate(script):
         current = json.loads(storage.get(key(tid)) or "null")
         current["turns"].append(turn(role, content, i, **extra))
         current["last_updated_at"] = (NOW + timedelta(seconds=i + 1)).isoformat()
@@ -130,7 +129,7 @@ def test_add_turn_cycle_round_trips_and_fills_columns(storage: ThreadStorage, st
 
 
 # NUL and lone surrogates are what no backend stores (they become U+FFFD, see test_bad_input).
-TEXT = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+TEXT = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
 
 
 def _json_values() -> st.SearchStrategy[Any]:
@@ -348,7 +347,7 @@ def test_thread_contexts_the_server_saved_can_be_imported(tmp_path: Path, capsys
 # -- issue 10: what the store refuses, concurrent callers, unstorable text, zen's echo ----------
 
 # A turn each backend refuses (prepare_message names the field), as seen in the field.
-POISON = {
+POISON: dict[str, dict[str, Any]] = {
     "model_name": {"model_name": "m" * 201},
     "files": {"files": [1, 2]},
     "nan": {"model_metadata": {"usage": {"input_tokens": 5}, "metadata": {"score": float("nan")}}},
@@ -403,7 +402,7 @@ def test_a_turn_refused_at_delivery_is_set_aside_alone(
     status = storage.outbox.status()
     assert (status["dead"], status["set_aside"]) == (1, 1)  # the turn once, not every snapshot
     assert any(r.levelno == logging.ERROR and key(tid) in r.getMessage() for r in caplog.records)
-    report = store.doctor()
+    report = doctor(store)
     assert report["outbox_set_aside"] == 1 and report["outbox_dead"] == 1
     # get answers what the store holds: no poisoned turn, queued or not.
     got = json.loads(storage.get(key(tid)) or "null")

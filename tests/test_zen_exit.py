@@ -23,7 +23,7 @@ from mcp.client.stdio import StdioServerParameters
 
 import persistence
 from persistence.integrations.zen import ThreadStorage
-from persistence.outbox import _connect, outbox_path_for
+from persistence.outbox import _connect, doctor, outbox_path_for
 
 pytestmark = pytest.mark.postgres
 
@@ -88,7 +88,7 @@ def test_every_turn_reaches_postgres_when_the_server_exits(
     got = json.loads(ThreadStorage(fresh, outbox=False).get(f"thread:{tid}") or "null")
     assert [t["role"] for t in got["turns"]] == ["user", "assistant", "user", "user", "assistant"]
     assert got["turns"][3]["content"].startswith("And the retry decorator?\n\nCONVERSATION CONTINUATION:")
-    status = fresh.doctor()
+    status = doctor(fresh)
     assert status["outbox_depth"] == 0 and status["outbox_dead"] == 0
     fresh.close()
     store.close()

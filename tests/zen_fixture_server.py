@@ -40,7 +40,7 @@ def _now() -> str:
 
 def create_thread(tool_name: str, initial_request: dict[str, Any]) -> str:
     tid = str(uuid.uuid4())
-    ctx = {
+    ctx: dict[str, Any] = {
         "thread_id": tid,
         "parent_thread_id": None,
         "created_at": _now(),

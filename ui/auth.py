@@ -23,7 +23,7 @@ import streamlit as st
 from streamlit import config
 from streamlit.errors import StreamlitAuthError
 
-from persistence.config import load_env
+from persistence.env import load_env
 
 from .safe import escape_markdown, inline_code
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from persistence import Conversation
+from persistence.formatting import money, size, thread_cost
 from persistence.transfer import conversation_record
 
 from . import fmt
@@ -27,14 +28,14 @@ def thread_markdown(conv: Conversation) -> str:
         f"- Tool: {conv.tool_name or '–'} · model: {conv.model or '–'}",
         f"- Created: {fmt.when(conv.created_at)} · last activity: {fmt.when(conv.updated_at)}",
         f"- Messages: {conv.message_count:,} · tokens: {conv.total_tokens:,} · cost: "
-        f"{fmt.thread_cost(conv.cost_usd, conv.unpriced_messages)}",
+        f"{thread_cost(conv.cost_usd, conv.unpriced_messages)}",
     ]
     if conv.parent_id:
         lines.append(f"- Continues: `{conv.parent_id}`")
     if conv.tags:
         lines.append(f"- Tags: {', '.join(conv.tags)}")
     if conv.files:
-        lines.append(f"- Files: {', '.join(f'{f.filename} ({fmt.bytes_(f.size)})' for f in conv.files)}")
+        lines.append(f"- Files: {', '.join(f'{f.filename} ({size(f.size)})' for f in conv.files)}")
     for m in conv.messages:
         head = f"## {m.seq}. {m.role}"
         if m.model:
@@ -45,7 +46,7 @@ def thread_markdown(conv: Conversation) -> str:
         if m.usage.total:
             details.append(f"{m.usage.total:,} tokens")
         if m.cost_usd is not None:
-            details.append(fmt.cost(m.cost_usd))
+            details.append(money(m.cost_usd))
         if m.duration_ms is not None:
             details.append(fmt.duration(m.duration_ms))
         if details:

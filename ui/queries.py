@@ -1,20 +1,32 @@
-"""What each page reads, as plain functions of a store: every read goes through ``persistence``.
+"""What each page reads, cached where the store is called.
 
-Pages call these through :mod:`ui.data` (cached); the benchmark calls them directly (uncached),
-so it times exactly what a page waits for. Results are plain, picklable values.
+Every read goes through ``persistence``; each is a function of the store's URL (what the cache
+is keyed by, never the store object) and plain arguments, and returns plain, picklable values.
+Results are cached for :data:`ui.data.TTL` seconds (``st.cache_data``); the store itself is
+opened once per URL (:func:`ui.data.open_store`). The benchmark times the same functions
+uncached, through their ``__wrapped__``.
+
+The store's health (``doctor``) is checked in a background thread instead: see :func:`health`.
 """
 
 from __future__ import annotations
 
+import threading
+import time as clock
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
+import streamlit as st
 
 from persistence import Conversation, Message, Page, SearchHit, Store, StoredFile
+from persistence.outbox import doctor as doctor_with_outbox
+
+from .data import TTL, open_store, scrub, store_url
 
 __all__ = [
+    "STACK_KEYS",
     "THREAD_PAGE",
     "Health",
     "OverviewData",
@@ -26,6 +38,7 @@ __all__ = [
     "facets",
     "file_conversations",
     "health",
+    "is_empty",
     "list_files",
     "list_threads",
     "mime_types",
@@ -108,11 +121,15 @@ def open_ended(until: datetime | None) -> datetime | None:
     return None if until is not None and until > datetime.now(UTC) else until
 
 
+def _bounded(filters: dict[str, Any]) -> dict[str, Any]:
+    return {**filters, "until": open_ended(filters["until"])} if "until" in filters else filters
+
+
 def _row(df: pd.DataFrame) -> dict[str, Any]:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in df.iloc[0].to_dict().items()} if len(df) else {}
+    return {str(k): (v.item() if hasattr(v, "item") else v) for k, v in df.iloc[0].to_dict().items()} if len(df) else {}
 
 
-def totals(store: Store, since: datetime | None, until: datetime | None) -> Totals:
+def _totals(store: Store, since: datetime | None, until: datetime | None) -> Totals:
     u = _row(store.usage((), since=since, until=until))
     s = _row(store.storage_usage((), since=since, until=until))
     return Totals(
@@ -132,16 +149,27 @@ def _days(first: date, last: date) -> pd.DatetimeIndex:
     return pd.date_range(pd.Timestamp(first), pd.Timestamp(last), freq="D")
 
 
+# -- the reads, one per page section -------------------------------------------------------
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
+def is_empty(url: str) -> bool:
+    store = open_store(url)
+    return store.count_conversations() == 0 and len(store.list_files(limit=1)) == 0
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
 def overview(
-    store: Store,
+    url: str,
     since: datetime | None,
     until: datetime | None,
     prev_since: datetime | None,
     prev_until: datetime | None,
     today: date,
 ) -> OverviewData:
-    current = totals(store, since, until)
-    previous = totals(store, prev_since, prev_until) if prev_since is not None else None
+    store = open_store(url)
+    current = _totals(store, since, until)
+    previous = _totals(store, prev_since, prev_until) if prev_since is not None else None
     # The sparkline: the 30 days ending with the period (or today), zeros where nothing happened.
     last = (until - timedelta(days=1)).date() if until else today
     first = last - timedelta(days=29)
@@ -168,31 +196,16 @@ def overview(
     )
 
 
-def is_empty(store: Store) -> bool:
-    return store.count_conversations() == 0 and len(store.list_files(limit=1)) == 0
+@st.cache_data(ttl=5 * TTL, show_spinner=False, max_entries=16)
+def facets(url: str) -> dict[str, list[str]]:
+    return open_store(url).facets()
 
 
-def facets(store: Store) -> dict[str, list[str]]:
-    return store.facets()
-
-
-def _bounded(filters: dict[str, Any]) -> dict[str, Any]:
-    return {**filters, "until": open_ended(filters["until"])} if "until" in filters else filters
-
-
-def list_threads(
-    store: Store, *, order: str = "recent", cursor: str | None = None, limit: int = 50, **filters: Any
-) -> Page[Conversation]:
-    return store.list_conversations(order=order, cursor=cursor, limit=limit, **_bounded(filters))
-
-
-def count_threads(store: Store, **filters: Any) -> int:
-    return store.count_conversations(**_bounded(filters))
-
-
-def choices(store: Store) -> dict[str, list[str]]:
+@st.cache_data(ttl=5 * TTL, show_spinner=False, max_entries=16)
+def choices(url: str) -> dict[str, list[str]]:
     """Models, providers and tools in use, for filter choices: from the daily rollup, which is
     much cheaper than :meth:`Store.facets` (that also collects every thread's tags)."""
+    store = open_store(url)
     out: dict[str, list[str]] = {}
     for key, name in (("model", "models"), ("provider", "providers"), ("tool_name", "tools")):
         df = store.usage((key,))
@@ -200,25 +213,42 @@ def choices(store: Store) -> dict[str, list[str]]:
     return out
 
 
-def thread(store: Store, continuation_id: str, last: int = THREAD_PAGE) -> Conversation | None:
-    return store.get_conversation(continuation_id, last=last)
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
+def list_threads(
+    url: str, *, order: str = "recent", cursor: str | None = None, limit: int = 50, **filters: Any
+) -> Page[Conversation]:
+    return open_store(url).list_conversations(order=order, cursor=cursor, limit=limit, **_bounded(filters))
 
 
-def older_messages(store: Store, continuation_id: str, before_seq: int, limit: int = THREAD_PAGE) -> list[Message]:
-    return store.get_messages(continuation_id, before_seq=before_seq, limit=limit)
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
+def count_threads(url: str, **filters: Any) -> int:
+    return open_store(url).count_conversations(**_bounded(filters))
 
 
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
+def thread(url: str, continuation_id: str, last: int = THREAD_PAGE) -> Conversation | None:
+    return open_store(url).get_conversation(continuation_id, last=last)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
+def older_messages(url: str, continuation_id: str, before_seq: int, limit: int = THREAD_PAGE) -> list[Message]:
+    return open_store(url).get_messages(continuation_id, before_seq=before_seq, limit=limit)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
 def related_threads(
-    store: Store, continuation_id: str, parent_id: str | None
+    url: str, continuation_id: str, parent_id: str | None
 ) -> tuple[Conversation | None, tuple[Conversation, ...], bool]:
     """(parent, children, more children than shown) of a thread."""
+    store = open_store(url)
     parent = store.get_conversation(parent_id, last=0) if parent_id else None
     children = store.list_conversations(parent_id=continuation_id, order="created", limit=20)
     return parent, children.items, children.next_cursor is not None
 
 
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
 def search(
-    store: Store,
+    url: str,
     query: str,
     *,
     since: datetime | None = None,
@@ -228,11 +258,12 @@ def search(
     order: str = "rank",
     limit: int = 20,
 ) -> list[SearchHit]:
-    return store.search(query, limit=limit, since=since, until=until, model=model, role=role, order=order)
+    return open_store(url).search(query, limit=limit, since=since, until=until, model=model, role=role, order=order)
 
 
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
 def usage(
-    store: Store,
+    url: str,
     stack: str,
     *,
     since: datetime | None,
@@ -243,6 +274,7 @@ def usage(
 ) -> UsageData:
     if stack not in STACK_KEYS:
         raise ValueError(f"stack must be one of {', '.join(STACK_KEYS)}")
+    store = open_store(url)
     filters = {"model": model, "provider": provider, "tool_name": tool_name}
     by_day = store.usage(("day", stack), since=since, until=until, **filters)
     by_model = store.usage(("model", "provider"), since=since, until=until, **filters)
@@ -259,8 +291,10 @@ def usage(
     return UsageData(by_day=by_day, by_model=by_model.reset_index(drop=True), top_threads=top.items)
 
 
-def storage(store: Store, since: datetime | None, until: datetime | None) -> StorageData:
-    totals_ = store.storage_usage((), since=since, until=until)
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
+def storage(url: str, since: datetime | None, until: datetime | None) -> StorageData:
+    store = open_store(url)
+    totals = store.storage_usage((), since=since, until=until)
     by_day = store.storage_usage(("day",), since=since, until=until)
     by_type = store.storage_usage(("mime_type",), since=since, until=until).sort_values(
         ["logical_bytes", "bytes"], ascending=False
@@ -275,7 +309,7 @@ def storage(store: Store, since: datetime | None, until: datetime | None) -> Sto
             break
     unused = store.list_files(unused=True, limit=25)
     return StorageData(
-        totals=totals_,
+        totals=totals,
         by_day=by_day,
         by_type=by_type.reset_index(drop=True),
         largest=tuple(largest),
@@ -284,28 +318,35 @@ def storage(store: Store, since: datetime | None, until: datetime | None) -> Sto
     )
 
 
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
 def list_files(
-    store: Store, *, order: str = "recent", cursor: str | None = None, limit: int = 50, **filters: Any
+    url: str, *, order: str = "recent", cursor: str | None = None, limit: int = 50, **filters: Any
 ) -> Page[StoredFile]:
-    return store.list_files(order=order, cursor=cursor, limit=limit, **filters)
+    return open_store(url).list_files(order=order, cursor=cursor, limit=limit, **filters)
 
 
-def mime_types(store: Store) -> list[str]:
-    df = store.storage_usage(("mime_type",))
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=16)
+def mime_types(url: str) -> list[str]:
+    df = open_store(url).storage_usage(("mime_type",))
     return sorted(str(m) for m in df["mime_type"].dropna())
 
 
-def file_conversations(store: Store, file_id: str) -> list[Conversation]:
-    return store.file_conversations(file_id)
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=256)
+def file_conversations(url: str, file_id: str) -> list[Conversation]:
+    return open_store(url).file_conversations(file_id)
 
 
-def health(store: Store) -> Health:
-    """The store's own health report (``doctor``), reduced to what the app warns about."""
+# -- health, checked in the background -----------------------------------------------------
+
+
+def check_health(url: str) -> Health:
+    """The store's own health report (``doctor``, with its write outbox), reduced to what the
+    app warns about. A failed check is reported, not raised: it is news, not a crash."""
     now = datetime.now(UTC)
     try:
-        report = store.doctor()
-    except Exception as exc:  # shown on the Overview as a warning: a failed check is news, not a crash
-        return Health(checked_at=now, error=f"{type(exc).__name__}: {exc}")
+        report = doctor_with_outbox(open_store(url))
+    except Exception as exc:
+        return Health(checked_at=now, error=scrub(f"{type(exc).__name__}: {exc}", url))
     depth = report.get("outbox_depth")
     age = report.get("outbox_oldest_age_s")
     return Health(
@@ -320,3 +361,51 @@ def health(store: Store) -> Health:
         read_only=bool(report.get("read_only", False)),
         recover_command=str(report["recover_command"]) if report.get("recover_command") else None,
     )
+
+
+class _HealthMonitor:
+    """Runs :func:`check_health` in a background thread at most once a minute.
+
+    ``doctor`` checks integrity and file bytes, which takes a second on a large store: too
+    long to hold up a page, too useful to skip. Pages read the latest result at once; only
+    the very first check is waited for (briefly)."""
+
+    MAX_AGE = 60.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._result: Health | None = None
+        self._started_at = 0.0
+        self._running = False
+
+    def latest(self, wait: float) -> Health | None:
+        with self._lock:
+            stale = self._result is None or clock.monotonic() - self._started_at > self.MAX_AGE
+            start = stale and not self._running
+            if start:
+                self._running = True
+                self._started_at = clock.monotonic()
+        if start:
+            threading.Thread(target=self._run, name="store-health", daemon=True).start()
+        if self._result is None:
+            self._done.wait(wait)
+        return self._result
+
+    def _run(self) -> None:
+        result = check_health(self.url)
+        with self._lock:
+            self._result = result
+            self._running = False
+        self._done.set()
+
+
+@st.cache_resource(show_spinner=False)
+def _monitor(url: str) -> _HealthMonitor:
+    return _HealthMonitor(url)
+
+
+def health(wait: float = 0.5) -> Health | None:
+    """The latest health report of the app's store, or None while the first check is still running."""
+    return _monitor(store_url()).latest(wait)

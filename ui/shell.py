@@ -7,7 +7,7 @@ import streamlit as st
 
 import persistence
 
-from . import auth, data, widgets
+from . import auth, data, queries, widgets
 
 __all__ = ["frame"]
 
@@ -37,7 +37,7 @@ def frame() -> persistence.Store:
             st.rerun()
         auth.sidebar()
 
-    if data.is_empty(url):
+    if queries.is_empty(url):
         widgets.welcome(store)
         st.stop()
     return store

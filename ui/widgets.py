@@ -1,16 +1,21 @@
-"""Shared widgets: the period picker, thread links, safe message rendering, charts, empty states."""
+"""Shared widgets: the page header with its period picker, thread links, safe message rendering,
+charts, empty states."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 import persistence
 from persistence import Conversation, Message
+from persistence.demo import generate
+from persistence.formatting import money
 
 from . import data, fmt
 from . import period as periods
@@ -19,9 +24,13 @@ from .safe import escape_markdown, inline_code, safe_markdown
 
 __all__ = [
     "MAX_MARKDOWN_CHARS",
+    "PageHeader",
     "color_map",
     "message",
     "message_meta",
+    "page_buttons",
+    "page_cursors",
+    "page_header",
     "period_picker",
     "plot",
     "thread_link",
@@ -110,6 +119,54 @@ def period_picker(*, label: str = "Period") -> periods.Period:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class PageHeader:
+    """The top of a page drawn by :func:`page_header`: the period picked, and the place under
+    the title for a caption (which may need the period's figures, so it can come later)."""
+
+    period: periods.Period
+    head: DeltaGenerator
+
+    def caption(self, text: str) -> None:
+        """A line of Markdown under the title; escape what comes from the store."""
+        self.head.caption(text)
+
+
+def page_header(title: str) -> PageHeader:
+    """The title of a page about a period, with the period picker beside it (every page but
+    the single thread). The picker comes first: what the page reads depends on it."""
+    head, pick = st.columns([3, 1], vertical_alignment="bottom")
+    with pick:
+        period = period_picker()
+    head.title(title)
+    return PageHeader(period, head)
+
+
+def page_cursors(key: str, order: str, filters: dict[str, Any]) -> list[str | None]:
+    """Keyset pagination: the cursors of the pages seen so far (``[None]`` on the first page),
+    kept in the session under ``key`` and reset when the order or a filter changes."""
+    signature = (order, tuple(sorted((k, str(v)) for k, v in filters.items())))
+    if st.session_state.get(f"{key}_signature") != signature:
+        st.session_state[f"{key}_signature"] = signature
+        st.session_state[f"{key}_cursors"] = [None]
+    cursors: list[str | None] = st.session_state[f"{key}_cursors"]
+    return cursors
+
+
+def page_buttons(key: str, cursors: list[str | None], next_cursor: str | None) -> None:
+    """← Previous and Next → under a page of :func:`page_cursors`."""
+
+    def newer() -> None:
+        cursors.pop()
+
+    def older() -> None:
+        cursors.append(next_cursor)
+
+    cols = st.columns([1, 1, 6])
+    cols[0].button("← Previous", on_click=newer, disabled=len(cursors) == 1, key=f"{key}_prev", width="stretch")
+    cols[1].button("Next →", on_click=older, disabled=next_cursor is None, key=f"{key}_next", width="stretch")
+
+
 def thread_title(conv: Conversation | None, continuation_id: str | None = None) -> str:
     if conv is not None and conv.title:
         return conv.title
@@ -143,7 +200,7 @@ def message_meta(m: Message) -> str:
         ]
         parts.append(" / ".join(f"{name} {n:,}" for name, n in buckets if n or name in ("in", "out")) + " tokens")
     if m.cost_usd is not None:
-        parts.append(fmt.cost(m.cost_usd))
+        parts.append(money(m.cost_usd))
     elif u.total and m.model:
         parts.append("unpriced")
     if m.duration_ms is not None:
@@ -225,8 +282,6 @@ def welcome(store: persistence.Store) -> None:
             disabled=read_only,
             help="The store is read-only" if read_only else None,
         ):
-            from persistence.demo import generate
-
             with st.spinner("Writing demo threads…"):
                 summary = generate(store, 300, seed=42, end=data.today())
             data.refresh()

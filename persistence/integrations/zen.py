@@ -53,10 +53,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import validation as v
-from ..config import load_env, open_store
-from ..config import outbox_dir as default_outbox_dir
+from ..config import open_store
+from ..env import load_env
+from ..env import outbox_dir as default_outbox_dir
 from ..errors import ConflictError, ValidationError
-from ..outbox import Outbox, outbox_path_for
+from ..outbox import Outbox, outbox_path_for, register_operation
 from ..store import Store
 
 log = logging.getLogger("persistence.zen")
@@ -294,6 +295,11 @@ def apply_snapshot(
         have.add(t.id)
         new_turns.append((t, _message_args(cid, t)))
     return _record_turns(store, cid, new_turns, set_aside)
+
+
+# Outboxes deliver the snapshots ThreadStorage queues, turn by turn: a turn the store refuses
+# is set aside alone.
+register_operation("zen_snapshot", apply_snapshot, in_parts=True)
 
 
 _BATCH_FIELD = re.compile(r"^messages\[(\d+)\]\.?(.*)$")

@@ -10,10 +10,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
-from ..cli import parse_when
 from ..errors import PersistenceError
 from ..models import Conversation
 from ..store import Store
+from ..when import parse_when
 
 __all__ = ["build_server"]
 

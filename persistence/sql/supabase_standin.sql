@@ -3,6 +3,9 @@
 -- A Supabase project already has everything below (and the real versions do more). This file
 -- creates the minimum the migrations in persistence/sql/migrations rely on, so they run
 -- unchanged on a plain Postgres 15+:
+--   * authenticator, the login role PostgREST and Storage connect as: not a superuser, no
+--     privileges of its own (noinherit), a member of the three API roles it switches to per
+--     request (tests/supabase_standin.py connects as it);
 --   * the roles anon, authenticated and service_role (service_role bypasses RLS), with
 --     Supabase's default privileges on the public schema (anon and authenticated get every
 --     privilege on new tables and functions: the migrations must revoke what RLS cannot guard);
@@ -32,6 +35,22 @@ begin
     if not (select rolbypassrls from pg_catalog.pg_roles where rolname = 'service_role') then
         alter role service_role bypassrls;
     end if;
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticator') then
+        begin
+            create role authenticator login noinherit;
+        exception when duplicate_object or unique_violation then
+            null;
+        end;
+    end if;
+    foreach v_role in array array['anon', 'authenticated', 'service_role'] loop
+        if not pg_catalog.pg_has_role('authenticator', v_role, 'member') then
+            begin
+                execute format('grant %I to authenticator', v_role);
+            exception when duplicate_object or unique_violation or sqlstate 'XX000' then
+                null;  -- granted by a concurrent bootstrap ("tuple concurrently updated")
+            end;
+        end if;
+    end loop;
 end
 $$;
 

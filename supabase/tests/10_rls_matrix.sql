@@ -581,11 +581,11 @@ insert into calls (fn, stmt) values
 ('get_messages', $$select public.get_messages('thread-b')::text$$),
 ('get_message', $$select public.get_message({msgB})::text$$),
 ('list_conversations', $$select public.list_conversations()::text$$),
-('list_conversations', $$select public.list_conversations(p_user_id => {B})::text$$),
-('list_conversations', $$select public.list_conversations(p_model => 'model-b', p_tag => 'tag-b')::text$$),
-('list_conversations', $$select public.list_conversations(p_order => 'cost', p_session_id => 'session-b')::text$$),
-('count_conversations', $$select public.count_conversations(p_user_id => {B})::text || ' threads'$$),
-('count_conversations', $$select public.count_conversations(p_text => 'secret-b')::text || ' threads'$$),
+('list_conversations', $$select public.list_conversations(jsonb_build_object('user_id', {B}))::text$$),
+('list_conversations', $$select public.list_conversations('{"model": "model-b", "tag": "tag-b"}')::text$$),
+('list_conversations', $$select public.list_conversations('{"session_id": "session-b"}', p_order => 'cost')::text$$),
+('count_conversations', $$select public.count_conversations(jsonb_build_object('user_id', {B}))::text || ' threads'$$),
+('count_conversations', $$select public.count_conversations('{"text": "secret-b"}')::text || ' threads'$$),
 ('conversation_ids', $$select public.conversation_ids()::text$$),
 ('search_messages', $$select public.search_messages(p_query => 'swordfish')::text$$),
 ('search_messages', $$select public.search_messages(p_query => 'swordfish', p_order => 'recent')::text$$),
@@ -639,8 +639,7 @@ insert into calls (fn, stmt) values
 -- Pure helpers: they format or build from what they are given, and read no table.
 ('message_json', $$select public.message_json(null::public.messages, 'thread-x')::text$$),
 ('file_json', $$select public.file_json(null::public.files, null::public.file_uploads, 'thread-x')::text$$),
-('conversations_where', $$select public.conversations_where(null, null, null, null, null, null, null, {B}, null,
-    null, null, null)$$);
+('conversations_where', $$select public.conversations_where(jsonb_build_object('user_id', {B}))$$);
 
 select plan(
     (select count(*)::integer from cases)   -- the matrix

@@ -124,26 +124,20 @@ select public.record_message('tap-bounded', ('a0000000-0000-4000-8000-' || lpad(
              case when i <= 5 then 100000 else 3000 end))
 from generate_series(1, 45) as i;
 
-create function pg_temp.elapsed_ms(p_sql text) returns float8
-language plpgsql as $$
-declare
-    t timestamptz := clock_timestamp();
-begin
-    execute p_sql;
-    return extract(epoch from clock_timestamp() - t) * 1000;
-end;
-$$;
-
+-- Each must finish inside the function's own statement_timeout (2 s, as PostgREST applies
+-- it), not be cancelled by it. What they cost beside a normal search is measured in
+-- bench/bench_hostile.py and bench/bench_search.py, not asserted here (a timed assertion
+-- fails on a loaded machine without saying anything about the code).
 set local statement_timeout = '2s';
-select cmp_ok(pg_temp.elapsed_ms($$select public.search_messages(p_tsquery =>
-        (select string_agg('''word' || w || '''', ' <-> ') from generate_series(1, 64) as w), p_limit => 500)$$),
-    '<', 1000::float8, 'a 64-word phrase over 45 messages made of it, limit 500: under 1 s');
-select cmp_ok(pg_temp.elapsed_ms($$select public.search_messages(p_tsquery =>
-        (select string_agg('''word' || w || '''', ' | ') from generate_series(1, 64) as w), p_limit => 500)$$),
-    '<', 1000::float8, '64 words OR''d: under 1 s');
-select cmp_ok(pg_temp.elapsed_ms($$select public.search_messages(p_query =>
-        (select string_agg('word' || w, ' ') from generate_series(1, 64) as w), p_limit => 500)$$),
-    '<', 1000::float8, '64 words in websearch syntax (AND): under 1 s');
+select lives_ok($$select public.search_messages(p_tsquery =>
+        (select string_agg('''word' || w || '''', ' <-> ') from generate_series(1, 64) as w), p_limit => 500)$$,
+    'a 64-word phrase over 45 messages made of it, limit 500: within the 2 s timeout');
+select lives_ok($$select public.search_messages(p_tsquery =>
+        (select string_agg('''word' || w || '''', ' | ') from generate_series(1, 64) as w), p_limit => 500)$$,
+    '64 words OR''d: within the 2 s timeout');
+select lives_ok($$select public.search_messages(p_query =>
+        (select string_agg('word' || w, ' ') from generate_series(1, 64) as w), p_limit => 500)$$,
+    '64 words in websearch syntax (AND): within the 2 s timeout');
 select is(
     (select count(*) from jsonb_array_elements(public.search_messages(p_tsquery =>
         (select string_agg('''word' || w || '''', ' <-> ') from generate_series(1, 64) as w), p_limit => 500)))::integer,

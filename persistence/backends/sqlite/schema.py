@@ -13,7 +13,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from .search_query import index_text
+from ...pricing import UNREAD_USAGE, is_unpriced
+from ...search_query import index_text
 
 
 def reindex_search(db: sqlite3.Connection) -> None:
@@ -30,6 +31,134 @@ def reindex_search(db: sqlite3.Connection) -> None:
         changed = [(new, rowid) for rowid, content, old in rows if (new := index_text(content)) != old]
         db.executemany("update messages set search_extra = ? where rowid = ?", changed)
         last = rows[-1][0]
+
+
+def flag_unpriced(db: sqlite3.Connection) -> None:
+    """Set every message's ``unpriced`` flag to what :func:`persistence.pricing.is_unpriced`
+    says of it (the rule's one copy in the package; a migration and ``recover`` run this,
+    every write sets the flag as it prices the message)."""
+    last = 0
+    while True:  # in batches, as reindex_search
+        rows = db.execute(
+            f"select rowid, cost, tokens, json_type(metadata, '$.{UNREAD_USAGE}') is not null, unpriced "
+            "from messages where rowid > ? order by rowid limit 2000",
+            (last,),
+        ).fetchall()
+        if not rows:
+            return
+        changed = [
+            (int(new), rowid)
+            for rowid, cost, tokens, unread, old in rows
+            if (new := is_unpriced(cost, tokens, bool(unread))) != bool(old)
+        ]
+        db.executemany("update messages set unpriced = ? where rowid = ?", changed)
+        last = rows[-1][0]
+
+
+def add_unpriced_flag(db: sqlite3.Connection) -> None:
+    """0003: messages store whether they are unpriced, so totals and rollups only sum it."""
+    db.execute("alter table messages add column unpriced integer not null default 0")
+    flag_unpriced(db)
+
+
+# The aliases 0004 renamed: persistence/providers.py's PROVIDER_ALIASES when it was released
+# (a copy, so the released migration never changes when the package learns a new alias).
+ALIASES_0004 = (
+    ("moonshot", "kimi"),
+    ("moonshotai", "kimi"),
+    ("moonshot-ai", "kimi"),
+    ("moonshot_ai", "kimi"),
+    ("zhipu", "glm"),
+    ("zhipuai", "glm"),
+    ("zhipu-ai", "glm"),
+    ("zhipu_ai", "glm"),
+    ("bigmodel", "glm"),
+    ("zai", "glm"),
+    ("z.ai", "glm"),
+    ("z-ai", "glm"),
+    ("gemini", "google"),
+    ("x.ai", "xai"),
+    ("x-ai", "xai"),
+)
+USAGE_DAILY_KEY = ("day", "user_id", "model", "provider", "tool_name")
+
+
+def dedup_and_providers(db: sqlite3.Connection) -> None:
+    """0004: uploads store whether their bytes were stored already, and providers have one
+    vocabulary (persistence/providers.py).
+
+    ``file_uploads.deduplicated``: put_file returned it but nothing kept it, so the Files page
+    showed every upload as new. Existing uploads are deduplicated when an earlier upload of the
+    same stored object exists (by time, then id).
+
+    Providers: a provider not given was inferred from the price table as ``moonshot`` or
+    ``zhipu`` while the server, the zen adapter and the demo say ``kimi`` and ``glm``, so "by
+    provider" split one vendor in two. Every stored name is lower-cased with its alias mapped:
+    messages (and the price ids they name), the daily rollup (whose key holds the provider:
+    rows that meet under the new name are merged by summing every other column), provider
+    uploads (the newest of two that meet is kept, as a new upload replaces an old one) and
+    price rows (renamed with their ids; a row whose new id is taken is dropped)."""
+    db.execute("alter table file_uploads add column deduplicated integer not null default 0")
+    db.execute(
+        """update file_uploads set deduplicated = 1 where exists (
+               select 1 from file_uploads e where e.file_id = file_uploads.file_id
+                   and (e.created_at, e.id) < (file_uploads.created_at, file_uploads.id))"""
+    )
+
+    db.execute("create temp table provider_alias_0004 (alias text primary key, canonical text not null)")
+    db.executemany("insert into temp.provider_alias_0004 (alias, canonical) values (?, ?)", ALIASES_0004)
+
+    def canon(column: str) -> str:
+        name = f"lower(trim({column}))"
+        return f"coalesce((select a.canonical from temp.provider_alias_0004 a where a.alias = {name}), {name})"
+
+    def alias_of(column: str) -> str:  # the canonical name when column is an alias, else NULL
+        return f"(select a.canonical from temp.provider_alias_0004 a where a.alias = lower(trim({column})))"
+
+    db.execute(
+        f"update messages set provider = nullif({canon('provider')}, '') where provider is not {canon('provider')}"
+    )
+    prefix = "substr(price_id, 1, instr(price_id, '/') - 1)"
+    db.execute(
+        f"update messages set price_id = {alias_of(prefix)} || substr(price_id, instr(price_id, '/')) "
+        f"where instr(price_id, '/') > 1 and {alias_of(prefix)} is not null"
+    )
+
+    sums = [r[1] for r in db.execute("pragma table_info(usage_daily)") if r[1] not in USAGE_DAILY_KEY]
+    keys = ", ".join(USAGE_DAILY_KEY)
+    db.execute(
+        f"""insert into usage_daily ({keys}, {", ".join(sums)})
+            select day, user_id, model, {canon("provider")}, tool_name, {", ".join(f"sum({c})" for c in sums)}
+            from usage_daily where provider <> {canon("provider")}
+            group by day, user_id, model, {canon("provider")}, tool_name
+            on conflict ({keys}) do update set {", ".join(f"{c} = {c} + excluded.{c}" for c in sums)}"""
+    )
+    db.execute(f"delete from usage_daily where provider <> {canon('provider')}")
+
+    db.execute(
+        f"""delete from provider_files where id in (
+                select id from (
+                    select id, row_number() over (
+                        partition by file_id, {canon("provider")}, purpose order by created_at desc, id desc) as n
+                    from provider_files)
+                where n > 1)"""
+    )
+    db.execute(f"update provider_files set provider = {canon('provider')} where provider <> {canon('provider')}")
+
+    renamed = db.execute(
+        f"select id, {alias_of('provider')}, substr(id, instr(id, '/')) from model_prices "
+        f"where {alias_of('provider')} is not null order by id"
+    ).fetchall()
+    taken = {r[0] for r in db.execute("select id from model_prices")}
+    for old_id, canonical, rest in renamed:
+        new_id = canonical + rest if rest.startswith("/") else old_id
+        if new_id != old_id and new_id in taken:
+            db.execute("delete from model_prices where id = ?", (old_id,))
+        else:
+            db.execute("update model_prices set id = ?, provider = ? where id = ?", (new_id, canonical, old_id))
+            taken.discard(old_id)
+            taken.add(new_id)
+    db.execute("drop table temp.provider_alias_0004")
 
 
 # A migration is SQL, or a Python step given the open write transaction.
@@ -240,4 +369,6 @@ create table store_meta (
 """,
     ),
     ("0002_search_index_v2", reindex_search),
+    ("0003_unpriced_flag", add_unpriced_flag),
+    ("0004_dedup_and_providers", dedup_and_providers),
 ]

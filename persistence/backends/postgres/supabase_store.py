@@ -2,7 +2,7 @@
 
 Every table operation is ``client.rpc(fn, args)`` on the SQL API the migrations define (the
 same functions the ``postgresql://`` backend calls with SELECT, see
-:mod:`persistence.sql.api`), so each operation is one HTTP request and one transaction, and
+:mod:`persistence.backends.postgres.store`), so each operation is one HTTP request and one transaction, and
 row level security applies as on Postgres. File bytes go to a private Storage bucket
 (``SUPABASE_STORAGE_BUCKET_FILES``, default ``mcp-files``) at ``{owner}/{sha[:2]}/{sha}``:
 uploaded only when missing, downloaded through the API, shared through signed URLs.
@@ -26,17 +26,19 @@ from supabase.lib.client_options import SyncClientOptions
 
 from supabase import Client, create_client
 
-from .config import load_env
-from .errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError
-from .filestore import Spooled, StoredBlob, sniff_mime, spool, storage_path_for
-from .sql import OWN_PREFIX, migration_files
-from .sql.api import FunctionStore, jsonable, sql_error
-from .uploads import download_type
+from ...env import load_env
+from ...errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError
+from ...filestore import Spooled, StoredBlob, sniff_mime, spool, storage_path_for
+from ...uploads import download_type
+from .schema import OWN_PREFIX, migration_files
+from .store import FunctionStore, jsonable, sql_error
 
 __all__ = ["SupabaseStorage", "SupabaseStore", "make_client"]
 
 DEFAULT_BUCKET = "mcp-files"
 DEFAULT_TIMEOUT = 30.0
+SIGNED_READ_SECONDS = 60  # how long the URL open_file reads through stays valid
+DOWNLOAD_CHUNK = 1 << 20
 
 
 def make_client(
@@ -62,6 +64,35 @@ def make_client(
     except Exception as exc:  # SupabaseException for a malformed URL or key
         raise StoreOpenError(f"cannot create a Supabase client for {url}: {exc}") from None
     return client, http
+
+
+class _ResponseStream(io.RawIOBase):
+    """A streamed httpx response as a readable raw file (BufferedReader wraps it)."""
+
+    def __init__(self, response: httpx.Response, storage_path: str) -> None:
+        self._response = response
+        self._chunks = response.iter_bytes(DOWNLOAD_CHUNK)
+        self._pending = b""
+        self._path = storage_path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            try:
+                self._pending = next(self._chunks, b"")
+            except httpx.HTTPError as exc:
+                raise PersistenceError(f"downloading {self._path} from Supabase Storage failed: {exc}") from None
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+        super().close()
 
 
 def _storage_error(exc: StorageApiError, what: str) -> PersistenceError:
@@ -144,12 +175,23 @@ class SupabaseStorage:
             raise PersistenceError(f"cannot reach Supabase Storage: {exc}") from None
 
     def open(self, storage_path: str) -> BinaryIO:
+        """The object's bytes as a stream: a short-lived signed URL read in chunks as the
+        caller reads (memory stays flat whatever the size); close it to end the download."""
+        what = f"the bytes of {storage_path} in bucket {self.bucket}"
         try:
-            return io.BytesIO(self._api().download(storage_path))
+            url = self._api().create_signed_url(storage_path, SIGNED_READ_SECONDS)["signedURL"]
+            http: httpx.Client = self.client.storage.session
+            response = http.send(http.build_request("GET", url), stream=True)
         except StorageApiError as exc:
-            raise _storage_error(exc, f"the bytes of {storage_path} in bucket {self.bucket}") from None
+            raise _storage_error(exc, what) from None
         except httpx.HTTPError as exc:
             raise PersistenceError(f"downloading {storage_path} from Supabase Storage failed: {exc}") from None
+        if response.status_code != 200:
+            body = response.read().decode(errors="replace")[:300]
+            response.close()
+            error = NotFoundError if response.status_code == 404 or '"404"' in body else PersistenceError
+            raise error(f"{what}: Supabase Storage said {response.status_code}: {body}")
+        return io.BufferedReader(_ResponseStream(response, storage_path), buffer_size=DOWNLOAD_CHUNK)
 
     def delete(self, storage_path: str) -> bool:
         try:
@@ -195,9 +237,14 @@ class SupabaseStore(FunctionStore):
         if not url or not key:
             raise StoreOpenError("the supabase backend needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
         self.url = f"supabase:{url.rstrip('/')}"  # never the key
-        self.client, http = make_client(
-            url, key, schema=e.get("SUPABASE_DB_SCHEMA") or "public", http_client=http_client, timeout=timeout
-        )
+        schema = e.get("SUPABASE_DB_SCHEMA") or "public"
+        if schema != "public":
+            raise StoreOpenError(
+                f"SUPABASE_DB_SCHEMA={schema!r} is not supported: the migrations create the persistence tables "
+                "and functions in public (the schema PostgREST exposes by default and the policies, grants and "
+                "storage rules name), so the package only works with public; unset SUPABASE_DB_SCHEMA"
+            )
+        self.client, http = make_client(url, key, schema=schema, http_client=http_client, timeout=timeout)
         self._own_http = http if http_client is None else None
         self.bucket_name = e.get("SUPABASE_STORAGE_BUCKET_FILES") or DEFAULT_BUCKET
         self.files = SupabaseStorage(self.client, self.bucket_name)

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 
+from persistence.formatting import size
 from persistence.uploads import download_type
-from ui import data, fmt, nav, widgets
+from ui import data, fmt, queries, widgets
 from ui.safe import escape_markdown, inline_code
 
 PAGE_SIZE = 50
 ORDERS = {"recent": "Newest", "size": "Largest"}
 
-nav.require_app()
 url = data.store_url()
 store = data.get_store()
 
-head, pick = st.columns([3, 1], vertical_alignment="bottom")
-with pick:
-    period = widgets.period_picker()
-with head:
-    st.title("Files")
 
-types = data.mime_types(url)
+def file_bytes(file_id: str) -> Callable[[], bytes]:
+    """A stored file's bytes, read only when its download is asked for."""
+    return lambda: store.open_file(file_id).read()
+
+
+period = widgets.page_header("Files").period
+
+types = queries.mime_types(url)
 prefixes = sorted({t.split("/", 1)[0] + "/" for t in types})
 c = st.columns([2, 2, 2, 1, 1], vertical_alignment="bottom")
 mime = c[0].selectbox(
@@ -47,14 +51,10 @@ filters = {
     "session_id": session_id or None,
     "unused": unused,
 }
-signature = (order, tuple(sorted((k, str(v)) for k, v in filters.items())))
-if st.session_state.get("files_signature") != signature:
-    st.session_state["files_signature"] = signature
-    st.session_state["files_cursors"] = [None]
-cursors: list[str | None] = st.session_state["files_cursors"]
+cursors = widgets.page_cursors("files", order, filters)
 
 try:
-    page = data.list_files(url, order=order, cursor=cursors[-1], limit=PAGE_SIZE, **filters)
+    page = queries.list_files(url, order=order, cursor=cursors[-1], limit=PAGE_SIZE, **filters)
 except Exception as exc:  # e.g. a malformed id typed into a filter: say what is wrong
     st.warning(escape_markdown(data.scrub(str(exc), url)), icon=":material/error:")
     st.stop()
@@ -96,17 +96,7 @@ event = st.dataframe(
 )
 
 
-def newer() -> None:
-    cursors.pop()
-
-
-def older() -> None:
-    cursors.append(page.next_cursor)
-
-
-nav = st.columns([1, 1, 6])
-nav[0].button("← Previous", on_click=newer, disabled=len(cursors) == 1, key="files_prev", width="stretch")
-nav[1].button("Next →", on_click=older, disabled=page.next_cursor is None, key="files_next", width="stretch")
+widgets.page_buttons("files", cursors, page.next_cursor)
 
 rows = event.selection.rows
 if rows:
@@ -117,7 +107,7 @@ if rows:
             " · ".join(
                 [
                     escape_markdown(f.mime_type),
-                    f"{fmt.bytes_(f.size)} ({f.size:,} bytes)",
+                    f"{size(f.size)} ({f.size:,} bytes)",
                     f"uploaded {escape_markdown(fmt.when(f.created_at))}",
                     "deduplicated: no new bytes stored" if f.deduplicated else "stored new bytes",
                 ]
@@ -130,14 +120,14 @@ if rows:
             st.caption(escape_markdown(f.description))
         st.download_button(
             "Download",
-            data=lambda fid=f.id: store.open_file(fid).read(),
+            data=file_bytes(f.id),
             file_name=f.filename,
             mime=download_type(f.mime_type),  # HTML/SVG: octet-stream, never rendered
             icon=":material/download:",
             on_click="ignore",
             key=f"files_download_{f.upload_id or f.id}",
         )
-        users = data.file_conversations(url, f.id)
+        users = queries.file_conversations(url, f.id)
         st.markdown(f"**Used by {len(users)} thread{'s' if len(users) != 1 else ''}**")
         for conv in users:
             widgets.thread_link(conv)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import PersistenceError, StoreDamagedError, StoreOpenError
-from .sqlite_schema import reindex_search
+from ...errors import PersistenceError, StoreDamagedError, StoreOpenError
+from .schema import flag_unpriced, reindex_search
 
 __all__ = ["RecoverResult", "recover_sqlite"]
 
@@ -70,7 +70,7 @@ def recover_sqlite(source: str | Path, output: str | Path, *, method: str = "aut
     ``method``: ``"auto"`` (the sqlite3 shell's ``.recover`` when installed, else the table
     copy), ``"shell"`` or ``"copy"``. ``output`` must not exist yet.
     """
-    from .sqlite_store import SQLiteStore
+    from .store import SQLiteStore
 
     src, out = Path(source).expanduser(), Path(output).expanduser()
     if not src.is_file():
@@ -119,6 +119,8 @@ def recover_sqlite(source: str | Path, output: str | Path, *, method: str = "aut
         with store._write() as db:
             days = {r[0] for r in db.execute("select distinct substr(created_at, 1, 10) from messages")}
             db.execute("delete from usage_daily")
+            # A store older than the flag had none to copy: what it is, before it is summed.
+            flag_unpriced(db)
             store._rebuild(db, days, {r[0] for r in db.execute("select id from conversations")})
             # The copied rows carry the index text of the release that wrote them.
             reindex_search(db)

@@ -2,7 +2,7 @@
 through psycopg 3 and a connection pool.
 
 Every operation is one ``SELECT public.fn(...)`` of the SQL API in ``persistence/sql``
-(see :mod:`persistence.sql.api`): one round trip, one transaction (the connections run in
+(see :mod:`persistence.backends.postgres.store`): one round trip, one transaction (the connections run in
 autocommit, so the function call is the transaction). Opening the store applies pending
 migrations (and, on a plain Postgres, the stand-in for Supabase's built-ins first), as the
 SQLite store does. File bytes go to a local content-addressed folder, or to the Supabase
@@ -24,11 +24,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .config import APP_NAME, load_env, redact_url
-from .errors import PersistenceError, StoreOpenError
-from .filestore import LocalFileStore
-from .sql import migrate, pending_migrations, reindex_search
-from .sql.api import BlobStore, FunctionStore, J, sql_error
+from ...env import APP_NAME, load_env, redact_url
+from ...errors import PersistenceError, StoreOpenError
+from ...filestore import LocalFileStore
+from .schema import migrate, pending_migrations, reindex_search
+from .store import BlobStore, FunctionStore, J, sql_error
 
 __all__ = ["PostgresStore"]
 
@@ -50,7 +50,7 @@ class PostgresStore(FunctionStore):
         files: BlobStore | None = None,
     ) -> None:
         """``files``: where file bytes go, instead of the folder or bucket the environment
-        names (a :class:`~persistence.supabase_store.SupabaseStorage` with a client of your own)."""
+        names (a :class:`~persistence.backends.postgres.supabase_store.SupabaseStorage` with a client of your own)."""
         super().__init__()
         e = load_env(env)
         self.url = redact_url(url)
@@ -99,6 +99,7 @@ class PostgresStore(FunctionStore):
     @staticmethod
     def _file_store(files_dir: str | Path | None, e: Mapping[str, str], url: str) -> tuple[Any, str]:
         if e.get("SUPABASE_URL") and e.get("SUPABASE_SERVICE_ROLE_KEY"):
+            # Here, not at the top: the supabase client is an optional extra (pip install '.[supabase]').
             from .supabase_store import SupabaseStorage
 
             storage = SupabaseStorage.from_env(e)

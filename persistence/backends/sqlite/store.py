@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar
 from urllib.parse import quote
 
-from . import validation as v
-from .errors import (
+from ... import validation as v
+from ...errors import (
     ConflictError,
     NotFoundError,
     PersistenceError,
@@ -36,8 +36,8 @@ from .errors import (
     StoreOpenError,
     ValidationError,
 )
-from .filestore import HeldBlob, LocalFileStore, file_id_for, hold
-from .models import (
+from ...filestore import HeldBlob, LocalFileStore, file_id_for, hold
+from ...models import (
     Conversation,
     ImportResult,
     Message,
@@ -48,11 +48,19 @@ from .models import (
     StoredFile,
     Usage,
 )
-from .pricing import Price, package_prices
-from .search_query import MARK_CLOSE, MARK_OPEN, Clause, marked_fragments, python_fragments, to_fts5
-from .sqlite_schema import MIGRATIONS
-from .store import ListFilters, PreparedConversation, PreparedMessage, Store, day_of, now
-from .transfer import ParsedRecord
+from ...prepared import ConversationFilters, ParsedRecord, PreparedConversation, PreparedMessage
+from ...pricing import UNREAD_USAGE, Price, package_prices, price_message
+from ...search_query import (
+    MARK_CLOSE,
+    MARK_OPEN,
+    SEARCH_RANK_WINDOW,
+    Clause,
+    marked_fragments,
+    python_fragments,
+    to_fts5,
+)
+from ...store import Store, day_of, now
+from .schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
 
@@ -63,9 +71,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # when cached), so a damaged file is refused for writes before the first write, not after.
 # Larger files get the header check only; ``doctor`` always runs the full quick_check.
 OPEN_CHECK_MAX_BYTES = 64 * 1024 * 1024
-# Ranking reads bm25 for at most this many of the newest matches: a word in half of a
-# million messages would otherwise cost a scan per query. Rarer words rank all matches.
-SEARCH_RANK_WINDOW = 10_000
 _BUCKETS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 _MESSAGE_COLUMNS = (
@@ -90,36 +95,89 @@ on conflict (day, user_id, model, provider, tool_name) do update set
     unpriced_messages = unpriced_messages + excluded.unpriced_messages,
     duration_ms = duration_ms + excluded.duration_ms
 """
-# Rebuilds the rollup of whole days from messages (reprice, import, prune).
-_ROLLUP_REBUILD = """
-insert into usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
-    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
-    unpriced_messages, duration_ms)
+# The rollup rows of the messages a WHERE fragment selects, and each thread's totals over them.
+_ROLLUP_SELECT = """
 select substr(created_at, 1, 10), coalesce(user_id, ''), coalesce(model_used, ''),
     coalesce(provider, ''), coalesce(tool_name, ''), count(*), sum(input_tokens),
     sum(cached_input_tokens), sum(cache_write_tokens), sum(output_tokens), sum(reasoning_tokens),
-    coalesce(sum(cost), 0),
-    sum(cost is null and (tokens > 0 or json_extract(metadata, '$.usage_raw') is not null)),
-    coalesce(sum(duration_ms), 0)
+    coalesce(sum(cost), 0), sum(unpriced), coalesce(sum(duration_ms), 0)
 from messages
-where created_at >= :day and created_at < date(:day, '+1 day')
+where {where}
 group by 1, 2, 3, 4, 5
 """
+_TOTALS_SELECT = """
+select conversation_id, count(*) as n, coalesce(sum(tokens), 0) as tokens, coalesce(sum(input_tokens), 0) as i,
+    coalesce(sum(cached_input_tokens), 0) as ci, coalesce(sum(cache_write_tokens), 0) as cw,
+    coalesce(sum(output_tokens), 0) as o, coalesce(sum(reasoning_tokens), 0) as r,
+    coalesce(sum(cost), 0) as cost, coalesce(sum(unpriced), 0) as unpriced
+from messages where {where}
+"""
+_ROLLUP_COLUMNS = """usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
+    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
+    unpriced_messages, duration_ms)"""
+# Rebuilds the rollup of whole days from messages (reprice, prune, recover).
+_ROLLUP_REBUILD = f"insert into {_ROLLUP_COLUMNS}" + _ROLLUP_SELECT.format(
+    where="created_at >= :day and created_at < date(:day, '+1 day')"
+)
+# A thread's totals from all its messages (zero when it has none left).
 _TOTALS_REBUILD = """
 update conversations set
     message_count = t.n, total_tokens = t.tokens, input_tokens = t.i, cached_input_tokens = t.ci,
     cache_write_tokens = t.cw, output_tokens = t.o, reasoning_tokens = t.r, total_cost = t.cost,
     unpriced_messages = t.unpriced
-from (
-    select count(*) as n, coalesce(sum(tokens), 0) as tokens, coalesce(sum(input_tokens), 0) as i,
-        coalesce(sum(cached_input_tokens), 0) as ci, coalesce(sum(cache_write_tokens), 0) as cw,
-        coalesce(sum(output_tokens), 0) as o, coalesce(sum(reasoning_tokens), 0) as r,
-        coalesce(sum(cost), 0) as cost,
-        coalesce(sum(cost is null and (tokens > 0 or json_extract(metadata, '$.usage_raw') is not null)), 0) as unpriced
-    from messages where conversation_id = :id
-) as t
+from ({select}) as t
 where conversations.id = :id
+""".format(select=_TOTALS_SELECT.format(where="conversation_id = :id"))
+# Adds the messages written after rowid :after to the rollup and the thread totals (import,
+# demo, copy): a batch costs what it holds, however large the store (rebuilding each touched
+# day from all its messages made bulk writes quadratic, issue 16). Rowids only grow inside
+# the write transaction that holds the batch, so "rowid > the largest before it" is the batch.
+_ROLLUP_ADD = (
+    f"insert into {_ROLLUP_COLUMNS}"
+    + _ROLLUP_SELECT.format(where="rowid > :after")
+    + """
+on conflict (day, user_id, model, provider, tool_name) do update set
+    messages = messages + excluded.messages,
+    input_tokens = input_tokens + excluded.input_tokens,
+    cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd = cost_usd + excluded.cost_usd,
+    unpriced_messages = unpriced_messages + excluded.unpriced_messages,
+    duration_ms = duration_ms + excluded.duration_ms
 """
+)
+_TOTALS_ADD = """
+update conversations set
+    message_count = message_count + t.n, total_tokens = total_tokens + t.tokens,
+    input_tokens = input_tokens + t.i, cached_input_tokens = cached_input_tokens + t.ci,
+    cache_write_tokens = cache_write_tokens + t.cw, output_tokens = output_tokens + t.o,
+    reasoning_tokens = reasoning_tokens + t.r, total_cost = total_cost + t.cost,
+    unpriced_messages = unpriced_messages + t.unpriced
+from ({select}) as t
+where conversations.id = t.conversation_id
+""".format(select=_TOTALS_SELECT.format(where="rowid > :after group by conversation_id"))
+
+
+# The WHERE clause of each thread filter (persistence.prepared.ConversationFilters), with its
+# value as the parameter of its name. Postgres has its own (public.conversations_where); the
+# conformance suite (see the package's __init__) holds the two to the same threads.
+_CONVERSATION_FILTERS = {
+    "since": "c.updated_at >= :since",
+    "until": "c.created_at < :until",
+    "model": "exists (select 1 from messages m where m.conversation_id = c.id and m.model_used = :model)",
+    "provider": "exists (select 1 from messages m where m.conversation_id = c.id and m.provider = :provider)",
+    "tool_name": "(c.tool_name = :tool_name or exists (select 1 from messages m "
+    "where m.conversation_id = c.id and m.tool_name = :tool_name))",
+    "tag": "exists (select 1 from json_each(c.tags) where value = :tag)",
+    "session_id": "c.session_id = :session_id",
+    "user_id": "c.user_id = :user_id",
+    "parent_id": "c.parent_id = :parent_id",
+    "status": "c.status = :status",
+    "min_cost": "c.total_cost >= :min_cost",
+    "text": "c.title like :text escape '\\'",  # a case-insensitive substring of the title
+}
 
 
 def _ts(value: datetime) -> str:
@@ -505,8 +563,10 @@ class SQLiteStore(Store):
         )
 
     @staticmethod
-    def _file(r: sqlite3.Row, deduplicated: bool = False) -> StoredFile:
+    def _file(r: sqlite3.Row) -> StoredFile:
         keys = r.keys()
+        # A stored object read without an upload (its first upload stored the bytes): not deduplicated.
+        deduplicated = bool(r["deduplicated"]) if "deduplicated" in keys else False
         return StoredFile(
             id=r["id"],
             file_hash=r["file_hash"],
@@ -651,7 +711,7 @@ class SQLiteStore(Store):
                       coalesce(u.created_at, f.created_at) as created_at, u.id as upload_id,
                       coalesce(u.session_id, f.session_id) as session_id, coalesce(u.tags, f.tags) as tags,
                       coalesce(u.description, f.description) as description, coalesce(u.metadata, f.metadata) as metadata,
-                      ? as continuation_id
+                      u.deduplicated, ? as continuation_id
                from conversation_files cf
                join files f on f.id = cf.file_id
                left join file_uploads u on u.id = (
@@ -808,9 +868,9 @@ class SQLiteStore(Store):
             db.executemany(
                 """insert into messages (id, conversation_id, seq, role, content, tool_name, provider, model_used,
                        tokens, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-                       reasoning_tokens, cost, price_id, duration_ms, files, images, metadata, user_id,
-                       created_at, search_extra)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       reasoning_tokens, cost, price_id, unpriced, duration_ms, files, images, metadata,
+                       user_id, created_at, search_extra)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     (
                         m.id,
@@ -829,6 +889,7 @@ class SQLiteStore(Store):
                         m.usage.reasoning_tokens,
                         m.cost,
                         m.price_id,
+                        int(m.unpriced),
                         m.duration_ms,
                         v.dumps(list(m.files)),
                         v.dumps(list(m.images)),
@@ -845,45 +906,16 @@ class SQLiteStore(Store):
 
     # -- listing -----------------------------------------------------------------------
 
-    def _conversation_where(self, f: ListFilters) -> tuple[list[str], dict[str, Any]]:
-        where: list[str] = []
+    @staticmethod
+    def _conversation_where(filters: ConversationFilters) -> tuple[list[str], dict[str, Any]]:
+        where = [_CONVERSATION_FILTERS[name] for name in filters]
         params: dict[str, Any] = {}
-        if f.since:
-            where.append("c.updated_at >= :since")
-            params["since"] = _ts(f.since)
-        if f.until:
-            where.append("c.created_at < :until")
-            params["until"] = _ts(f.until)
-        if f.model:
-            where.append("exists (select 1 from messages m where m.conversation_id = c.id and m.model_used = :model)")
-            params["model"] = f.model
-        if f.provider:
-            where.append("exists (select 1 from messages m where m.conversation_id = c.id and m.provider = :provider)")
-            params["provider"] = f.provider
-        if f.tool_name:
-            where.append(
-                "(c.tool_name = :tool_name or exists (select 1 from messages m "
-                "where m.conversation_id = c.id and m.tool_name = :tool_name))"
-            )
-            params["tool_name"] = f.tool_name
-        if f.tag:
-            where.append("exists (select 1 from json_each(c.tags) where value = :tag)")
-            params["tag"] = f.tag
-        for key in ("session_id", "user_id", "parent_id", "status"):
-            value = getattr(f, key)
-            if value is not None:
-                where.append(f"c.{key} = :{key}")
-                params[key] = value
-        if f.min_cost is not None:
-            where.append("c.total_cost >= :min_cost")
-            params["min_cost"] = f.min_cost
-        if f.text:
-            where.append("c.title like :text escape '\\'")
-            params["text"] = _like(f.text)
+        for name, value in filters.items():
+            params[name] = _ts(value) if isinstance(value, datetime) else _like(str(value)) if name == "text" else value
         return where, params
 
     def _list_conversations(
-        self, filters: ListFilters, order: str, limit: int, after: list[Any] | None
+        self, filters: ConversationFilters, order: str, limit: int, after: list[Any] | None
     ) -> list[Conversation]:
         where, params = self._conversation_where(filters)
         column = {"recent": "c.updated_at", "created": "c.created_at", "cost": "c.total_cost"}[order]
@@ -897,7 +929,7 @@ class SQLiteStore(Store):
         sql += f" order by {column} desc, c.id desc limit :limit"
         return [self._conversation(r) for r in self._conn().execute(sql, params)]
 
-    def _count_conversations(self, filters: ListFilters) -> int:
+    def _count_conversations(self, filters: ConversationFilters) -> int:
         where, params = self._conversation_where(filters)
         sql = "select count(*) from conversations c" + (" where " + " and ".join(where) if where else "")
         return int(self._conn().execute(sql, params).fetchone()[0])
@@ -959,22 +991,39 @@ class SQLiteStore(Store):
             else:
                 ranked = db.execute(
                     f"select messages_fts.rowid, bm25(messages_fts) as score from {joined if filtered else 'messages_fts'} "
-                    f"where {' and '.join(where)} order by score limit :limit",
+                    f"where {' and '.join(where)} order by score, messages_fts.rowid desc limit :limit",
                     params,
                 ).fetchall()
+            if not ranked:
+                return []
+            ids = [rowid for rowid, _ in ranked]
+            # Every snippet from one FTS query over the hits' rowid range: a query per hit
+            # repeats the whole match each time, which for a prefix (``migrat*``, a merge of
+            # every matching term's list) cost 20 x 20 ms. The unary + keeps the IN list a
+            # filter, not a lookup FTS5 would run once per id.
+            snippets = dict(
+                db.execute(
+                    f"select messages_fts.rowid, snippet(messages_fts, 0, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 24) "
+                    "from messages_fts where messages_fts match :q and messages_fts.rowid between :lo and :hi "
+                    "and +messages_fts.rowid in (select value from json_each(:ids))",
+                    {"q": expr, "lo": min(ids), "hi": max(ids), "ids": json.dumps(ids)},
+                ).fetchall()
+            )
+            rows = {
+                r[0]: r[1:]
+                for r in db.execute(
+                    f"select m.rowid, {_MESSAGE_COLUMNS}, c.title, m.search_extra is not null "
+                    "from messages m join conversations c on c.id = m.conversation_id "
+                    "where m.rowid in (select value from json_each(:ids))",
+                    {"ids": json.dumps(ids)},
+                )
+            }
             hits = []
             for rowid, score in ranked:
-                row = db.execute(
-                    f"""select {_MESSAGE_COLUMNS}, c.title, m.search_extra is not null,
-                           snippet(messages_fts, 0, '{MARK_OPEN}', '{MARK_CLOSE}', '…', 24)
-                        from messages_fts join messages m on m.rowid = messages_fts.rowid
-                        join conversations c on c.id = m.conversation_id
-                        where messages_fts match :q and messages_fts.rowid = :rowid""",
-                    {"q": expr, "rowid": rowid},
-                ).fetchone()
+                row = rows[rowid]
                 message = self._message(row)
                 # CJK: the index text is character pairs, so cut the snippet from the original.
-                fragments = python_fragments(message.content, clauses) if row[23] else marked_fragments(row[24])
+                fragments = python_fragments(message.content, clauses) if row[23] else marked_fragments(snippets[rowid])
                 hits.append(
                     SearchHit(message=message, conversation_title=row[22], score=-float(score), fragments=fragments)
                 )
@@ -1036,8 +1085,8 @@ class SQLiteStore(Store):
             upload_id = f.get("upload_id") or str(uuid.uuid4())
             db.execute(
                 """insert into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
-                       conversation_id, tags, description, metadata, created_at)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       conversation_id, tags, description, metadata, created_at, deduplicated)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     upload_id,
                     file_id,
@@ -1051,6 +1100,7 @@ class SQLiteStore(Store):
                     f["description"],
                     v.dumps(f["metadata"]),
                     created,
+                    int(deduplicated),
                 ),
             )
             if conv_id:
@@ -1079,7 +1129,7 @@ class SQLiteStore(Store):
 
     _UPLOAD_SELECT = """select f.id, f.file_hash, u.file_size, f.storage_path, f.bucket_name, u.user_id, u.mime_type,
                u.filename, u.created_at, u.id as upload_id, u.session_id, u.tags, u.description, u.metadata,
-               c.continuation_id
+               u.deduplicated, c.continuation_id
         from file_uploads u join files f on f.id = u.file_id
         left join conversations c on c.id = u.conversation_id"""
 
@@ -1283,28 +1333,26 @@ class SQLiteStore(Store):
         with self._write() as db:
             rows = db.execute(
                 "select rowid, conversation_id, model_used, created_at, input_tokens, cached_input_tokens, "
-                "cache_write_tokens, output_tokens, reasoning_tokens, cost, price_id, "
-                "json_extract(metadata, '$.usage_raw') is not null from messages where " + " and ".join(where),
+                "cache_write_tokens, output_tokens, reasoning_tokens, cost, price_id, unpriced, "
+                f"json_type(metadata, '$.{UNREAD_USAGE}') is not null from messages where " + " and ".join(where),
                 params,
             ).fetchall()
             updates = []
             for r in rows:
                 checked += 1
-                usage = Usage(r[4], r[5], r[6], r[7], r[8])
-                raw_unknown = bool(r[11])
-                price = None if raw_unknown else prices.lookup(r[2], _dt(r[3]))
-                cost = price.cost(usage) if price else None
-                price_id = price.id if price else None
+                priced = price_message(
+                    prices.lookup, r[2], _dt(r[3]), Usage(r[4], r[5], r[6], r[7], r[8]), usage_unread=bool(r[12])
+                )
                 cost_before += r[9] or 0.0
-                cost_after += cost or 0.0
-                unpriced_before += int(r[9] is None and (usage.total > 0 or raw_unknown))
-                unpriced_after += int(cost is None and (usage.total > 0 or raw_unknown))
-                if cost != r[9] or price_id != r[10]:
+                cost_after += priced.cost or 0.0
+                unpriced_before += r[11]
+                unpriced_after += priced.unpriced
+                if priced.cost != r[9] or priced.price_id != r[10]:
                     changed += 1
-                    updates.append((cost, price_id, r[0]))
+                    updates.append((priced.cost, priced.price_id, int(priced.unpriced), r[0]))
                     days.add(r[3][:10])
                     conversations.add(r[1])
-            db.executemany("update messages set cost = ?, price_id = ? where rowid = ?", updates)
+            db.executemany("update messages set cost = ?, price_id = ?, unpriced = ? where rowid = ?", updates)
             self._rebuild(db, days, conversations)
         return RepriceResult(
             messages_checked=checked,
@@ -1332,9 +1380,9 @@ class SQLiteStore(Store):
 
     def _import_batch(self, batch: list[ParsedRecord]) -> ImportResult:
         convs = convs_skipped = msgs = msgs_skipped = files = 0
-        days: set[str] = set()
-        touched: set[str] = set()
+        undecided: list[str] = []  # new uploads whose record does not say whether they were deduplicated
         with self._write() as db:
+            after = db.execute("select coalesce(max(rowid), 0) from messages").fetchone()[0]
             for rec in batch:
                 c = rec.conversation
                 row = self._conversation_row(db, c.continuation_id)
@@ -1354,14 +1402,21 @@ class SQLiteStore(Store):
                 if new:
                     self._insert_messages(db, conv_id, user_id, new)
                     msgs += len(new)
-                    touched.add(conv_id)
-                    days.update(day_of(m.created_at) for _, m in new)
                 for f in rec.files:
-                    files += self._import_file(db, f, conv_id)
-            self._rebuild(db, days, touched)
+                    files += self._import_file(db, f, conv_id, undecided)
+            db.executemany(
+                """update file_uploads set deduplicated = exists (
+                       select 1 from file_uploads e where e.file_id = file_uploads.file_id
+                           and (e.created_at, e.id) < (file_uploads.created_at, file_uploads.id))
+                   where id = ?""",
+                [(upload_id,) for upload_id in undecided],
+            )
+            if msgs:
+                db.execute(_ROLLUP_ADD, {"after": after})
+                db.execute(_TOTALS_ADD, {"after": after})
         return ImportResult(convs, convs_skipped, msgs, msgs_skipped, files)
 
-    def _import_file(self, db: sqlite3.Connection, f: Any, conv_id: str) -> int:
+    def _import_file(self, db: sqlite3.Connection, f: Any, conv_id: str, undecided: list[str]) -> int:
         created = _ts(f.created_at)
         row = db.execute("select id from files where storage_path = ? or id = ?", (f.storage_path, f.id)).fetchone()
         file_id = row[0] if row else f.id
@@ -1411,10 +1466,12 @@ class SQLiteStore(Store):
             )
         inserted = 0
         if f.upload_id:
+            # As exported; an export without the flag: whether an earlier upload of the same
+            # object is stored (the rule 0004 backfilled with), decided once the batch is in.
             inserted = db.execute(
                 """insert or ignore into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
-                       conversation_id, tags, description, metadata, created_at)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       conversation_id, tags, description, metadata, created_at, deduplicated)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     f.upload_id,
                     file_id,
@@ -1428,8 +1485,11 @@ class SQLiteStore(Store):
                     f.description,
                     v.dumps(f.metadata),
                     created,
+                    int(bool(f.deduplicated)),
                 ),
             ).rowcount
+            if inserted > 0 and f.deduplicated is None:
+                undecided.append(f.upload_id)
         db.execute(
             "insert or ignore into conversation_files (conversation_id, file_id, created_at) values (?, ?, ?)",
             (conv_id, file_id, created),

@@ -6,22 +6,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from persistence.formatting import money, tokens
 from persistence.store import USAGE_COLUMNS
-from ui import data, fmt, nav, widgets
+from ui import data, queries, widgets
 from ui.nav import PAGES
 from ui.queries import STACK_KEYS
 from ui.safe import escape_markdown, inline_code
 
-nav.require_app()
 url = data.store_url()
 
-head, pick = st.columns([3, 1], vertical_alignment="bottom")
-with pick:
-    period = widgets.period_picker()
-with head:
-    st.title("Usage & cost")
+period = widgets.page_header("Usage & cost").period
 
-facets = data.choices(url)
+facets = queries.choices(url)
 c = st.columns([2, 2, 2, 2])
 stack = c[0].segmented_control(
     "Stack by", list(STACK_KEYS), format_func=STACK_KEYS.__getitem__, default="model", required=True, key="usage_stack"
@@ -37,7 +33,7 @@ model = any_of(c[1], "Model", facets.get("models", []), "usage_model")
 provider = any_of(c[2], "Provider", facets.get("providers", []), "usage_provider")
 tool = any_of(c[3], "Tool", facets.get("tools", []), "usage_tool")
 
-d = data.usage(url, stack, since=period.since, until=period.until, model=model, provider=provider, tool_name=tool)
+d = queries.usage(url, stack, since=period.since, until=period.until, model=model, provider=provider, tool_name=tool)
 by_day = d.by_day
 if by_day.empty or int(by_day["messages"].sum()) == 0:
     st.info(
@@ -52,8 +48,8 @@ totals = by_day[list(USAGE_COLUMNS)].sum()
 
 m = st.columns(4)
 m[0].metric("Messages", f"{int(totals['messages']):,}", border=True)
-m[1].metric("Tokens", fmt.tokens(totals["total_tokens"]), help=f"{int(totals['total_tokens']):,} tokens", border=True)
-m[2].metric("Cost", fmt.cost(float(totals["cost_usd"])), help=f"${float(totals['cost_usd']):,.6f} USD", border=True)
+m[1].metric("Tokens", tokens(totals["total_tokens"]), help=f"{int(totals['total_tokens']):,} tokens", border=True)
+m[2].metric("Cost", money(float(totals["cost_usd"])), help=f"${float(totals['cost_usd']):,.6f} USD", border=True)
 m[3].metric(
     "Unpriced messages",
     f"{int(totals['unpriced_messages']):,}",
@@ -64,7 +60,8 @@ m[3].metric(
 missing = d.by_model[d.by_model["unpriced_messages"] > 0]
 if len(missing):
     listed = ", ".join(
-        f"{inline_code(r.model or '(no model)')} ({int(r.unpriced_messages):,})" for r in missing.itertuples()
+        f"{inline_code(model or '(no model)')} ({int(n):,})"
+        for model, n in zip(missing["model"], missing["unpriced_messages"], strict=True)
     )
     st.warning(
         f"**{int(totals['unpriced_messages']):,} messages have no price.** Models missing a price: {listed}. "

@@ -1,16 +1,17 @@
-"""The Postgres schema and SQL API, and the runner that applies them.
+"""The runner that applies the Postgres schema and SQL API (the SQL files in ``persistence/sql``).
 
-``migrations/`` holds the migrations in the Supabase CLI's layout (``YYYYMMDDHHMMSS_name.sql``);
-``supabase/migrations`` at the repository root is a symlink to it, so ``supabase db push`` and
-``python -m persistence migrate`` apply the very same files. This runner records them the way
+``persistence/sql/migrations/`` holds the migrations in the Supabase CLI's layout
+(``YYYYMMDDHHMMSS_name.sql``); ``supabase/migrations`` at the repository root is a symlink to
+it, so ``supabase db push`` and ``python -m persistence migrate`` apply the very same files. This runner records them the way
 the CLI does: each file is split into statements by a port of the CLI's splitter
 (``pkg/parser``), run statement by statement in one transaction, and recorded in
 ``supabase_migrations.schema_migrations (version, name, statements)``, so either tool sees the
 other's work as applied and never runs a file twice.
 
-``supabase_standin.sql`` creates what a Supabase project has built in and a plain Postgres
-lacks (the roles anon/authenticated/service_role, ``auth.uid()``, a minimal ``storage`` schema).
-It is applied only where ``auth.uid()`` or those roles are missing, never on Supabase.
+``persistence/sql/supabase_standin.sql`` creates what a Supabase project has built in and a
+plain Postgres lacks (the roles anon/authenticated/service_role, ``auth.uid()``, a minimal
+``storage`` schema). It is applied only where ``auth.uid()`` or those roles are missing, never
+on Supabase.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SchemaVersionError, StoreOpenError
+from ...errors import SchemaVersionError, StoreOpenError
 
 if TYPE_CHECKING:
     import psycopg
+
+# The SQL files are package data of ``persistence`` (a folder, not a package): only Python
+# moved into the backends, so the Supabase CLI's symlink keeps pointing at the same files.
+SQL_DIR = resources.files("persistence").joinpath("sql")
 
 __all__ = [
     "Migration",
@@ -88,7 +93,7 @@ def version_time(version: str) -> datetime:
 def migration_files() -> tuple[Migration, ...]:
     """The package's migrations, oldest first."""
     found = []
-    for entry in resources.files(__name__).joinpath("migrations").iterdir():
+    for entry in SQL_DIR.joinpath("migrations").iterdir():
         m = MIGRATION_FILE.match(entry.name)
         if m:
             found.append(Migration(m.group(1), m.group(2), entry.read_text(encoding="utf-8")))
@@ -96,7 +101,7 @@ def migration_files() -> tuple[Migration, ...]:
 
 
 def standin_sql() -> str:
-    return resources.files(__name__).joinpath("supabase_standin.sql").read_text(encoding="utf-8")
+    return SQL_DIR.joinpath("supabase_standin.sql").read_text(encoding="utf-8")
 
 
 # -- the Supabase CLI's statement splitter (pkg/parser/state.go, token.go), ported ---------
@@ -331,7 +336,7 @@ def reindex_search(conn: psycopg.Connection[Any], *, force: bool = False) -> int
     transaction (so a search never sees half the rows re-spelled). None when the recorded
     index version is current (nothing done), else the number of rows changed.
     ``conn`` must be in autocommit mode."""
-    from ..search_query import INDEX_VERSION, index_text
+    from ...search_query import INDEX_VERSION, index_text
 
     def current() -> bool:
         row = conn.execute("select value from public.store_meta where key = 'search_index_version'").fetchone()

@@ -6,17 +6,26 @@ loads back far enough to show it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
+from persistence import Conversation
+from persistence.formatting import size, thread_cost, tokens
 from persistence.uploads import download_type
-from ui import data, export, fmt, nav, widgets
+from ui import data, export, fmt, queries, widgets
 from ui.nav import PAGES
 from ui.queries import THREAD_PAGE
 from ui.safe import escape_markdown, inline_code
 
-nav.require_app()
 url = data.store_url()
 store = data.get_store()
+
+
+def file_bytes(file_id: str) -> Callable[[], bytes]:
+    """A stored file's bytes, read only when its download is asked for."""
+    return lambda: store.open_file(file_id).read()
+
 
 cid = (st.query_params.get("thread") or "").strip()
 try:
@@ -31,15 +40,15 @@ if not cid:
     if entered.strip():
         st.query_params["thread"] = entered.strip()
         st.rerun()
-    recent = data.list_threads(url, limit=10)
+    recent = queries.list_threads(url, limit=10)
     if recent.items:
         st.subheader("Recent threads")
-        for conv in recent.items:
-            widgets.thread_link(conv)
+        for recent_thread in recent.items:
+            widgets.thread_link(recent_thread)
     st.stop()
 
 try:
-    conv = data.thread(url, cid)
+    conv = queries.thread(url, cid)
 except Exception as exc:  # e.g. an id the store refuses: say so instead of a traceback
     conv = None
     st.caption(escape_markdown(data.scrub(str(exc), url)))
@@ -48,6 +57,14 @@ if conv is None:
     st.warning(f"No thread has the continuation id {inline_code(cid)}.", icon=":material/search_off:")
     st.page_link(PAGES["threads"].path, label="All threads", icon=":material/arrow_back:")
     st.stop()
+shown: Conversation = conv
+
+
+def whole_thread_as(render: Callable[[Conversation], str]) -> Callable[[], str]:
+    """The whole thread (the page holds only its newest messages), read and rendered only when
+    its download is asked for; what the page shows if it was deleted in the meantime."""
+    return lambda: render(store.get_conversation(cid) or shown)
+
 
 # -- header ------------------------------------------------------------------------------
 
@@ -74,7 +91,7 @@ cols = st.columns([1, 1, 1, 2], vertical_alignment="center")
 cols[0].metric("Messages", f"{conv.message_count:,}", border=True)
 cols[1].metric(
     "Tokens",
-    fmt.tokens(conv.total_tokens),
+    tokens(conv.total_tokens),
     help=(
         f"input {u.input_tokens:,} · cached input {u.cached_input_tokens:,} · cache write "
         f"{u.cache_write_tokens:,} · output {u.output_tokens:,} · reasoning {u.reasoning_tokens:,}"
@@ -83,7 +100,7 @@ cols[1].metric(
 )
 cols[2].metric(
     "Cost",
-    fmt.thread_cost(conv.cost_usd, conv.unpriced_messages),
+    thread_cost(conv.cost_usd, conv.unpriced_messages),
     help=f"${conv.cost_usd:.6f} USD"
     + (f"; {conv.unpriced_messages} messages have no price" if conv.unpriced_messages else ""),
     border=True,
@@ -93,7 +110,7 @@ with cols[3]:
     with st.container(horizontal=True, gap="small"):
         st.download_button(
             "JSON",
-            data=lambda: export.thread_json(store.get_conversation(cid)),
+            data=whole_thread_as(export.thread_json),
             file_name=f"thread-{cid}.json",
             mime="application/json",
             icon=":material/data_object:",
@@ -102,7 +119,7 @@ with cols[3]:
         )
         st.download_button(
             "Markdown",
-            data=lambda: export.thread_markdown(store.get_conversation(cid)),
+            data=whole_thread_as(export.thread_markdown),
             file_name=f"thread-{cid}.md",
             mime="text/markdown",
             icon=":material/description:",
@@ -111,7 +128,7 @@ with cols[3]:
 
 # -- related threads and files -------------------------------------------------------------
 
-parent, children, more_children = data.related_threads(url, cid, conv.parent_id)
+parent, children, more_children = queries.related_threads(url, cid, conv.parent_id)
 if conv.parent_id or children:
     with st.container(border=True):
         if conv.parent_id:
@@ -131,11 +148,11 @@ if conv.files:
             row = st.columns([4, 2, 2, 2], vertical_alignment="center")
             row[0].markdown(f":material/description: {escape_markdown(f.filename)}")
             row[1].caption(escape_markdown(f.mime_type))
-            row[2].caption(f"{fmt.bytes_(f.size)} · {escape_markdown(fmt.when(f.created_at))}")
+            row[2].caption(f"{size(f.size)} · {escape_markdown(fmt.when(f.created_at))}")
             with row[3]:
                 st.download_button(
                     "Download",
-                    data=lambda fid=f.id: store.open_file(fid).read(),
+                    data=file_bytes(f.id),
                     file_name=f.filename,
                     mime=download_type(f.mime_type),  # HTML/SVG: octet-stream, never rendered
                     key=f"thread_file_{f.upload_id or f.id}",
@@ -155,7 +172,7 @@ while (
     and len(messages) < conv.message_count
     and (pages_loaded < pages_wanted or (target is not None and messages[0].seq > target))
 ):
-    batch = data.older_messages(url, cid, messages[0].seq, THREAD_PAGE)
+    batch = queries.older_messages(url, cid, messages[0].seq, THREAD_PAGE)
     if not batch:
         break
     messages = batch + messages

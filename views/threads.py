@@ -7,22 +7,17 @@ import math
 import pandas as pd
 import streamlit as st
 
-from ui import data, nav, widgets
-from ui.nav import PAGES
+from ui import data, queries, widgets
+from ui.nav import PAGES, link
 
 PAGE_SIZE = 50
 ORDERS = {"recent": "Last activity", "cost": "Cost", "created": "Created"}
 
-nav.require_app()
 url = data.store_url()
 
-head, pick = st.columns([3, 1], vertical_alignment="bottom")
-with pick:
-    period = widgets.period_picker()
-with head:
-    st.title("Threads")
+period = widgets.page_header("Threads").period
 
-facets = data.facets(url)
+facets = queries.facets(url)
 
 
 def any_of(label: str, options: list[str], key: str) -> str | None:
@@ -62,14 +57,9 @@ filters = {
     "text": text.strip() or None,
 }
 
-# Keyset pagination: the cursors of the pages seen so far, reset when the filters change.
-signature = (order, tuple(sorted((k, str(v)) for k, v in filters.items())))
-if st.session_state.get("threads_signature") != signature:
-    st.session_state["threads_signature"] = signature
-    st.session_state["threads_cursors"] = [None]
-cursors: list[str | None] = st.session_state["threads_cursors"]
+cursors = widgets.page_cursors("threads", order, filters)
 
-page = data.list_threads(url, order=order, cursor=cursors[-1], limit=PAGE_SIZE, **filters)
+page = queries.list_threads(url, order=order, cursor=cursors[-1], limit=PAGE_SIZE, **filters)
 summary = st.empty()  # filled in after the table: the count may take longer than the page
 
 if not page.items:
@@ -87,7 +77,7 @@ else:
             "Cost": [t.cost_usd for t in page.items],
             "Unpriced": [t.unpriced_messages for t in page.items],
             "Tags": [list(t.tags) for t in page.items],
-            "Open": [f"thread?thread={t.continuation_id}" for t in page.items],
+            "Open": [link("thread", thread=t.continuation_id) for t in page.items],
         }
     )
     event = st.dataframe(
@@ -112,17 +102,9 @@ else:
         chosen = page.items[event.selection.rows[0]]
         st.switch_page(PAGES["thread"].path, query_params={"thread": chosen.continuation_id})
 
-    def newer() -> None:
-        cursors.pop()
+    widgets.page_buttons("threads", cursors, page.next_cursor)
 
-    def older() -> None:
-        cursors.append(page.next_cursor)
-
-    nav = st.columns([1, 1, 6])
-    nav[0].button("← Previous", on_click=newer, disabled=len(cursors) == 1, key="threads_prev", width="stretch")
-    nav[1].button("Next →", on_click=older, disabled=page.next_cursor is None, key="threads_next", width="stretch")
-
-    total = data.count_threads(url, **filters)
+    total = queries.count_threads(url, **filters)
     first = (len(cursors) - 1) * PAGE_SIZE + 1
     summary.caption(
         f"**{total:,}** threads · page {len(cursors)} of {max(1, math.ceil(total / PAGE_SIZE)):,} · "

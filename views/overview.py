@@ -6,31 +6,27 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import persistence
-from ui import data, fmt, nav, widgets
+from persistence.formatting import money, size, thread_cost, tokens
+from ui import data, fmt, queries, widgets
 from ui.nav import PAGES
 from ui.safe import escape_markdown, inline_code
 
 OUTBOX_BEHIND_S = 60  # an outbox whose oldest item waits longer than this is behind
 
-nav.require_app()
 url = data.store_url()
 store = data.get_store()
 
-head, pick = st.columns([3, 1], vertical_alignment="bottom")
-with pick:
-    period = widgets.period_picker()
+header = widgets.page_header("Overview")
+period = header.period
 try:
-    d = data.overview(url, period.since, period.until, period.prev_since, period.prev_until, data.today())
+    d = queries.overview(url, period.since, period.until, period.prev_since, period.prev_until, data.today())
 except persistence.StoreDamagedError as exc:  # the figures sit on a damaged page: say so, no traceback
-    st.title("Overview")
     st.error(f"**The database file is damaged.** {escape_markdown(data.scrub(str(exc), url))}", icon=":material/error:")
     st.stop()
-with head:
-    st.title("Overview")
-    st.caption(
-        f"{escape_markdown(period.describe())} · {widgets.store_caption(store)} · "
-        f"last activity {escape_markdown(fmt.ago(d.last_activity))}"
-    )
+header.caption(
+    f"{escape_markdown(period.describe())} · {widgets.store_caption(store)} · "
+    f"last activity {escape_markdown(fmt.ago(d.last_activity))}"
+)
 
 # -- what needs attention ----------------------------------------------------------------
 
@@ -44,7 +40,7 @@ if cur.unpriced_messages:
         icon=":material/money_off:",
     )
 
-health = data.health()
+health = queries.health()
 if health is None:
     st.caption(":material/hourglass_top: Checking the store's health…")
 else:
@@ -119,7 +115,7 @@ cols[1].metric(
 )
 cols[2].metric(
     "Tokens",
-    fmt.tokens(cur.tokens),
+    tokens(cur.tokens),
     delta(cur.tokens, p.tokens if p else None),
     delta_color="off",
     delta_description=period.compare_label,
@@ -128,7 +124,7 @@ cols[2].metric(
 )
 cols[3].metric(
     "Cost",
-    fmt.cost(cur.cost_usd),
+    money(cur.cost_usd),
     delta(cur.cost_usd, p.cost_usd if p else None),
     delta_color="off",
     delta_description=period.compare_label,
@@ -139,14 +135,14 @@ cols[3].metric(
 all_stored = d.stored_total.iloc[0] if len(d.stored_total) else None
 cols[4].metric(
     "Stored",
-    fmt.bytes_(cur.stored_bytes),
+    size(cur.stored_bytes),
     delta(cur.stored_bytes, p.stored_bytes if p else None),
     delta_color="off",
     delta_description=period.compare_label,
     help=(
-        f"New bytes stored in the period, after dedup ({cur.uploads:,} uploads of {fmt.bytes_(cur.uploaded_bytes)}). "
+        f"New bytes stored in the period, after dedup ({cur.uploads:,} uploads of {size(cur.uploaded_bytes)}). "
         + (
-            f"All time: {fmt.bytes_(int(all_stored['bytes']))} in {int(all_stored['files']):,} files."
+            f"All time: {size(int(all_stored['bytes']))} in {int(all_stored['files']):,} files."
             if all_stored is not None
             else ""
         )
@@ -168,7 +164,7 @@ with left:
     total30 = float(d.daily["cost_usd"].sum())
     st.subheader("Cost per day")
     st.caption(
-        f"The 30 days to {d.daily['day'].iloc[-1]:%Y-%m-%d}: {fmt.cost(total30)}, "
+        f"The 30 days to {d.daily['day'].iloc[-1]:%Y-%m-%d}: {money(total30)}, "
         f"{int(d.daily['messages'].sum()):,} messages"
     )
     spark = go.Figure(
@@ -214,7 +210,7 @@ if d.recent:
             st.caption(
                 escape_markdown(
                     f"{fmt.ago(conv.updated_at)} · {conv.tool_name or 'no tool'} · {conv.model or 'no model'} · "
-                    f"{conv.message_count} messages · {fmt.thread_cost(conv.cost_usd, conv.unpriced_messages)}"
+                    f"{conv.message_count} messages · {thread_cost(conv.cost_usd, conv.unpriced_messages)}"
                 )
             )
     st.page_link(PAGES["threads"].path, label="All threads", icon=":material/arrow_forward:")

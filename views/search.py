@@ -6,7 +6,7 @@ import streamlit as st
 
 from persistence.errors import ValidationError
 from persistence.search_query import MAX_QUERY_CHARS
-from ui import data, fmt, nav, widgets
+from ui import data, fmt, queries, widgets
 from ui.safe import escape_markdown, highlight_html
 
 ROLES = {None: "Any", "user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
@@ -19,14 +19,9 @@ SYNTAX = (
     '`"exact phrase"`, `pool OR cache`, `-exclude`, `prefix*`.'
 )
 
-nav.require_app()
 url = data.store_url()
 
-head, pick = st.columns([3, 1], vertical_alignment="bottom")
-with pick:
-    period = widgets.period_picker()
-with head:
-    st.title("Search")
+period = widgets.page_header("Search").period
 
 query = st.text_input(
     "Search messages",
@@ -36,7 +31,7 @@ query = st.text_input(
     help=SYNTAX,
     max_chars=MAX_QUERY_CHARS,
 )
-facets = data.choices(url)
+facets = queries.choices(url)
 c = st.columns(4)
 model = c[0].selectbox(
     "Model", [None, *facets.get("models", [])], format_func=lambda v: "Any" if v is None else v, key="search_model"
@@ -52,7 +47,7 @@ if not query.strip():
     st.stop()
 
 try:
-    hits = data.search(
+    hits = queries.search(
         url,
         query,
         since=period.since,

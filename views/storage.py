@@ -6,34 +6,32 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import data, fmt, nav, widgets
-from ui.nav import PAGES
+from persistence import StoredFile
+from persistence.formatting import size
+from ui import data, queries, widgets
+from ui.nav import PAGES, link
 from ui.safe import escape_markdown
 
-nav.require_app()
 url = data.store_url()
 
-head, pick = st.columns([3, 1], vertical_alignment="bottom")
-with pick:
-    period = widgets.period_picker()
-with head:
-    st.title("Storage")
-    st.caption(
-        "Files are stored once per content hash: a second upload of the same bytes costs nothing. "
-        f"Figures for {escape_markdown(period.describe())}."
-    )
+header = widgets.page_header("Storage")
+period = header.period
+header.caption(
+    "Files are stored once per content hash: a second upload of the same bytes costs nothing. "
+    f"Figures for {escape_markdown(period.describe())}."
+)
 
-d = data.storage(url, period.since, period.until)
+d = queries.storage(url, period.since, period.until)
 t = d.totals.iloc[0] if len(d.totals) else pd.Series({"files": 0, "bytes": 0, "uploads": 0, "logical_bytes": 0})
 stored, uploaded = int(t["bytes"]), int(t["logical_bytes"])
 saved = max(uploaded - stored, 0)
 
 m = st.columns(4)
-m[0].metric("Stored", fmt.bytes_(stored), help=f"{stored:,} bytes in {int(t['files']):,} new stored files", border=True)
-m[1].metric("Uploaded", fmt.bytes_(uploaded), help=f"{uploaded:,} bytes in {int(t['uploads']):,} uploads", border=True)
+m[0].metric("Stored", size(stored), help=f"{stored:,} bytes in {int(t['files']):,} new stored files", border=True)
+m[1].metric("Uploaded", size(uploaded), help=f"{uploaded:,} bytes in {int(t['uploads']):,} uploads", border=True)
 m[2].metric(
     "Saved by dedup",
-    fmt.bytes_(saved),
+    size(saved),
     f"{saved / uploaded:.0%} of uploads" if uploaded else None,
     delta_color="off",
     delta_arrow="off",
@@ -77,14 +75,14 @@ else:
         widgets.plot(fig, key="storage_by_type", title="Bytes by type", hovermode="y unified")
 
 
-def files_table(files: tuple, key: str) -> None:  # type: ignore[type-arg]
+def files_table(files: tuple[StoredFile, ...], key: str) -> None:
     table = pd.DataFrame(
         {
             "File": [f.filename for f in files],
             "Type": [f.mime_type for f in files],
             "Size": [f.size for f in files],
             "Uploaded": [f.created_at for f in files],
-            "Thread": [f"thread?thread={f.continuation_id}" if f.continuation_id else None for f in files],
+            "Thread": [link("thread", thread=f.continuation_id) if f.continuation_id else None for f in files],
             "sha256": [f.file_hash[:12] for f in files],
         }
     )

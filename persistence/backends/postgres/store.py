@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, Protocol
 
-from ..errors import (
+from ...errors import (
     ConflictError,
     NotFoundError,
     PersistenceError,
@@ -24,8 +24,8 @@ from ..errors import (
     StoreOpenError,
     ValidationError,
 )
-from ..filestore import HeldBlob, StoredBlob, file_id_for, hold
-from ..models import (
+from ...filestore import HeldBlob, StoredBlob, file_id_for, hold
+from ...models import (
     Conversation,
     ImportResult,
     Message,
@@ -36,18 +36,14 @@ from ..models import (
     StoredFile,
     Usage,
 )
-from ..pricing import Price, package_prices
-from ..search_query import MARK_OPEN, Clause, marked_fragments, python_fragments, term_tokens
-from ..store import ListFilters, PreparedConversation, PreparedMessage, Store
-from ..transfer import ParsedRecord
-from . import version_time
+from ...prepared import ConversationFilters, ParsedRecord, PreparedConversation, PreparedMessage
+from ...pricing import Price, is_unpriced, package_prices, price_message
+from ...search_query import MARK_OPEN, SEARCH_RANK_WINDOW, Clause, marked_fragments, python_fragments, to_tsquery
+from ...store import Store
+from .schema import version_time
 
-__all__ = ["BlobStore", "FunctionStore", "J", "sql_error", "to_tsquery"]
+__all__ = ["BlobStore", "FunctionStore", "J", "sql_error"]
 
-# ts_headline marks matches with these (private-use characters never typed by users).
-# Ranking covers the newest 1,000 matches of a common word (SQLite: 10,000, where bm25 over its
-# rowid-ordered index is cheaper): finding more costs a walk over ever older messages.
-SEARCH_RANK_WINDOW = 1000
 REPRICE_PAGE = 5000
 
 
@@ -94,36 +90,6 @@ def sql_error(code: str | None, message: str, fn: str, where: str = "the databas
     if code == "42501":
         return PersistenceError(f"{fn}: permission denied: {message}")
     return PersistenceError(f"{fn}: {message}" + (f" (SQLSTATE {code})" if code else ""))
-
-
-def _quote(token: str) -> str:
-    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def to_tsquery(clauses: list[Clause]) -> str | None:
-    """The parsed user query (persistence.search_query) as to_tsquery text, or None when there
-    is nothing to search for. Every token is quoted, so the text can never be a syntax error;
-    CJK runs become phrases of character pairs, as they are indexed."""
-    positive = [c for c in clauses if not c.negated]
-    negative = [c for c in clauses if c.negated]
-    if not positive:
-        return None
-
-    def term(t: Any) -> str:
-        tokens, prefix = term_tokens(t)
-        quoted = [_quote(tok) for tok in tokens]
-        if prefix:
-            quoted[-1] += ":*"
-        return quoted[0] if len(quoted) == 1 else "(" + " <-> ".join(quoted) + ")"
-
-    def clause(c: Clause) -> str:
-        parts = [term(t) for t in c.terms]
-        return parts[0] if len(parts) == 1 else "(" + " | ".join(parts) + ")"
-
-    expr = " & ".join(clause(c) for c in positive)
-    if negative:
-        expr = f"({expr}) & !(" + " | ".join(clause(c) for c in negative) + ")"
-    return expr
 
 
 def _dt(value: str) -> datetime:
@@ -368,21 +334,9 @@ class FunctionStore(Store):
         return None if d is None else self._message(d)
 
     @staticmethod
-    def _filter_args(f: ListFilters) -> dict[str, Any]:
-        return {
-            "p_since": f.since,
-            "p_until": f.until,
-            "p_model": f.model,
-            "p_provider": f.provider,
-            "p_tool_name": f.tool_name,
-            "p_tag": f.tag,
-            "p_session_id": f.session_id,
-            "p_user_id": f.user_id,
-            "p_parent_id": f.parent_id,
-            "p_status": f.status,
-            "p_min_cost": f.min_cost,
-            "p_text": f.text,
-        }
+    def _filters_json(filters: ConversationFilters) -> J:
+        """The filters as list_conversations' and count_conversations' one p_filters jsonb."""
+        return J({name: _iso(value) if isinstance(value, datetime) else value for name, value in filters.items()})
 
     @staticmethod
     def _after(after: list[Any] | None, numeric: bool) -> tuple[str | None, str | None]:
@@ -405,13 +359,13 @@ class FunctionStore(Store):
         return key, last_id
 
     def _list_conversations(
-        self, filters: ListFilters, order: str, limit: int, after: list[Any] | None
+        self, filters: ConversationFilters, order: str, limit: int, after: list[Any] | None
     ) -> list[Conversation]:
         key, last_id = self._after(after, numeric=order == "cost")
         rows = self._call(
             "list_conversations",
             {
-                **self._filter_args(filters),
+                "p_filters": self._filters_json(filters),
                 "p_order": order,
                 "p_limit": limit,
                 "p_after_key": key,
@@ -420,8 +374,8 @@ class FunctionStore(Store):
         )
         return [self._conversation(r) for r in rows]
 
-    def _count_conversations(self, filters: ListFilters) -> int:
-        return int(self._call("count_conversations", self._filter_args(filters)))
+    def _count_conversations(self, filters: ConversationFilters) -> int:
+        return int(self._call("count_conversations", {"p_filters": self._filters_json(filters)}))
 
     # -- search ------------------------------------------------------------------------
 
@@ -729,17 +683,15 @@ class FunctionStore(Store):
                 for mid, model_used, created, i, ci, cw, o, r, cost, price_id, raw_unknown in rows:
                     checked += 1
                     usage = Usage(i, ci, cw, o, r)
-                    price = None if raw_unknown else prices.lookup(model_used, _dt(created))
-                    new_cost = price.cost(usage) if price else None
-                    new_price_id = price.id if price else None
+                    priced = price_message(prices.lookup, model_used, _dt(created), usage, usage_unread=raw_unknown)
                     old_cost = None if cost is None else float(cost)
                     cost_before += old_cost or 0.0
-                    cost_after += new_cost or 0.0
-                    unpriced_before += int(old_cost is None and (usage.total > 0 or raw_unknown))
-                    unpriced_after += int(new_cost is None and (usage.total > 0 or raw_unknown))
-                    if new_cost != old_cost or new_price_id != price_id:
+                    cost_after += priced.cost or 0.0
+                    unpriced_before += is_unpriced(old_cost, usage.total, raw_unknown)
+                    unpriced_after += priced.unpriced
+                    if priced.cost != old_cost or priced.price_id != price_id:
                         changed += 1
-                        updates.append({"id": mid, "cost": new_cost, "price_id": new_price_id})
+                        updates.append({"id": mid, "cost": priced.cost, "price_id": priced.price_id})
                 if updates:
                     self._call("reprice_apply", {"p_updates": J(updates)})
                 if len(rows) < REPRICE_PAGE:
@@ -823,13 +775,15 @@ class FunctionStore(Store):
                     "tags": list(f.tags),
                     "description": f.description,
                     "metadata": f.metadata,
+                    "deduplicated": f.deduplicated,
                 }
                 for f in rec.files
             ],
         }
 
     def _import_batch(self, batch: list[ParsedRecord]) -> ImportResult:
-        d = self._call("import_batch", {"p_records": J([self._record_json(r) for r in batch])})
+        # import_records: import_batch, keeping the uploads' deduplicated flags.
+        d = self._call("import_records", {"p_records": J([self._record_json(r) for r in batch])})
         return ImportResult(
             d["conversations"], d["conversations_skipped"], d["messages"], d["messages_skipped"], d["files"]
         )
