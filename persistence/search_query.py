@@ -45,6 +45,8 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_QUERY_WORDS",
     "SEARCH_RANK_WINDOW",
+    "SEARCH_STOPPED",
+    "SEARCH_TIME_LIMIT_S",
     "Clause",
     "Term",
     "cjk_index_text",
@@ -68,6 +70,16 @@ MAX_QUERY_WORDS = 64
 # otherwise cost a pass over all of them per query. A rarer word is ranked in full; order
 # "recent" is exact whatever the count.
 SEARCH_RANK_WINDOW = 1000
+# A search still running after this many seconds is stopped with ValidationError("query",
+# SEARCH_STOPPED) (nothing is changed): the statement_timeout of Postgres' search_messages, applied by
+# PostgREST and by the psycopg transport, and SQLite's progress handler. Queries within the
+# limits above are cheap as a rule; a few shapes (dozens of common words OR'd, one-letter
+# prefixes, many exclusions of a common word) can cost more at a million messages.
+SEARCH_TIME_LIMIT_S = 2.0
+SEARCH_STOPPED = (
+    f"stopped at the search time limit ({SEARCH_TIME_LIMIT_S:g} s); nothing was changed. "
+    "Narrow it: fewer common words, a longer prefix, a period or a filter"
+)
 
 # Scripts written without spaces between words.
 _CJK_RANGES = (

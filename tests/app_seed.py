@@ -6,8 +6,14 @@ Used by ``tests/test_app_*.py`` (AppTest) and ``tests/test_browser.py`` (real Ch
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,3 +197,37 @@ def table_with(at: AppTest, column: str) -> Any:
         if column in frame.value.columns:
             return frame.value
     raise AssertionError(f"no table with a {column!r} column")
+
+
+@contextlib.contextmanager
+def streamlit_running(
+    env: dict[str, str], log_path: Path, *, cwd: Path, args: Sequence[str] = (), app: str = APP
+) -> Iterator[int]:
+    """`streamlit run app.py` in a subprocess until the block ends; yields its port once its
+    health check answers (a start that fails raises with the end of its log)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    command = [sys.executable, "-m", "streamlit", "run", app, "--server.headless", "true", "--server.port", str(port)]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*command, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -6,17 +6,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from app_seed import APP, XSS_THREAD, app_url, first_run, go_to, seeded_folder, seeded_url, texts
+from app_seed import APP, XSS_THREAD, app_url, first_run, go_to, seeded_folder, seeded_url, streamlit_running, texts
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
@@ -278,40 +275,10 @@ def served(tmp_path: Path) -> Iterator[int]:
     """`streamlit run <checkout>/app.py` with no address given, started from another folder
     (the settings beside app.py apply wherever it is started from); yields its port."""
     url = seeded_url(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PERSISTENCE_", "SUPABASE_", "STREAMLIT_"))}
     env.update(PERSISTENCE_URL=url, PERSISTENCE_HOME=str(tmp_path / "home"))
-    log_path = tmp_path / "streamlit.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"streamlit did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.3)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with streamlit_running(env, tmp_path / "streamlit.log", cwd=tmp_path) as port:
+        yield port
 
 
 @pytest.mark.slow

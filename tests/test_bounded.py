@@ -9,6 +9,7 @@ refusals through the function, and the snippet of a match beyond the bounded fra
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +117,36 @@ def test_the_function_refuses_what_the_package_refuses(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
+def test_a_search_stops_at_the_functions_own_time_limit_on_a_plain_connection(pg_url: str) -> None:
+    """PostgREST applies search_messages' statement_timeout; a plain postgresql:// connection
+    would not (a function's SET does not time out the statement calling it), so the psycopg
+    transport applies it itself: a search over its limit stops with a named error, and the
+    connection it used serves the next call as before."""
+    import psycopg
+
+    store = persistence.open_store(pg_url)
+    try:
+        store.record_messages(
+            [{"continuation_id": "t-slow", "role": "user", "content": f"pool number {i}"} for i in range(300)]
+        )
+        assert len(store.search("pool", limit=5)) == 5
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            # pg_sleep in a search term is not possible, so the limit shrinks instead.
+            admin.execute("alter function public.search_messages set statement_timeout = '1ms'")
+        try:
+            with pytest.raises(ValidationError, match="stopped at the search time limit"):
+                for _ in range(20):  # a call may finish inside 1 ms on a fast machine; most cannot
+                    store.search("pool OR number OR nothing", limit=500)
+        finally:
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("alter function public.search_messages set statement_timeout = '2s'")
+        assert len(store.search("pool", limit=5)) == 5
+        assert store.get_conversation("t-slow") is not None  # the pooled connection still works
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_every_function_a_signed_in_user_can_call_has_a_timeout(pg_url: str) -> None:
     import psycopg
 
@@ -136,3 +167,24 @@ def test_every_function_a_signed_in_user_can_call_has_a_timeout(pg_url: str) -> 
     timeouts = {name: timeout.split("=", 1)[1] for name, timeout in rows if timeout}
     assert timeouts["search_messages"] == "2s"
     assert set(timeouts.values()) <= {"2s", "5s"}
+
+
+def test_a_sqlite_search_stops_at_the_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite holds a search to the same time limit as Postgres' statement_timeout: over it,
+    a named error; the store (and its connection) serve the next search as before."""
+    from persistence.backends.sqlite import store as sqlite_store
+
+    store = persistence.open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        store.record_messages(
+            [{"continuation_id": "t-slow", "role": "user", "content": f"pool number {i}"} for i in range(3000)]
+        )
+        monkeypatch.setattr(sqlite_store, "SEARCH_TIME_LIMIT_S", -1.0)  # every search is over it
+        with pytest.raises(ValidationError, match="stopped at the search time limit") as stopped:
+            store.search("pool", limit=5)
+        assert stopped.value.field == "query"
+        monkeypatch.setattr(sqlite_store, "SEARCH_TIME_LIMIT_S", 2.0)
+        assert len(store.search("pool", limit=5)) == 5
+        assert store.get_conversation("t-slow") is not None
+    finally:
+        store.close()

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from app_seed import XSS_THREAD, seeded_url
+from app_seed import XSS_THREAD, seeded_url, streamlit_running
 from conftest import IN_CI
 
 import persistence
@@ -56,12 +53,6 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
     folder = Path(os.environ.get("TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
@@ -75,52 +66,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     """(base URL, store URL) of a `streamlit run app.py` on a freshly seeded store."""
     folder = tmp_path_factory.mktemp("browser-store")
     url = seeded_url(folder)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PERSISTENCE_", "SUPABASE_"))}
     env.update(PERSISTENCE_URL=url, PERSISTENCE_HOME=str(folder / "home"))
-    log = (folder / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"streamlit did not start: {(folder / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield base, url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    args = ("--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false")
+    with streamlit_running(env, folder / "streamlit.log", cwd=ROOT, args=args, app="app.py") as port:
+        yield f"http://127.0.0.1:{port}", url
 
 
 @pytest.fixture(scope="module")

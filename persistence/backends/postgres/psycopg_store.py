@@ -33,6 +33,11 @@ from .store import BlobStore, FunctionStore, J, sql_error
 __all__ = ["PostgresStore"]
 
 _NAME = re.compile(r"^[a-z_]+$")
+# Reads whose own statement_timeout (set in their migration) this transport applies, as
+# PostgREST does for every function: a plain connection ignores a function's SET for the
+# statement that calls it, so an accepted but costly search would otherwise run for as long as
+# it takes (issue 12). Writes are left to the connection's own settings.
+_TIMED_READS = frozenset({"search_messages"})
 
 
 class PostgresStore(FunctionStore):
@@ -144,6 +149,16 @@ class PostgresStore(FunctionStore):
         try:
             if conn is not None:
                 row = conn.execute(sql, params).fetchone()
+            elif fn in _TIMED_READS:
+                with self._pool.connection() as pooled, pooled.transaction():
+                    pooled.execute(
+                        "select set_config('statement_timeout', coalesce((select split_part(c, '=', 2) "
+                        "from pg_catalog.pg_proc p, unnest(p.proconfig) as c where p.proname = %s "
+                        "and p.pronamespace = 'public'::regnamespace and c like 'statement_timeout=%%' limit 1), "
+                        "current_setting('statement_timeout')), true)",
+                        (fn,),
+                    )
+                    row = pooled.execute(sql, params).fetchone()
             else:
                 with self._pool.connection() as pooled:
                     row = pooled.execute(sql, params).fetchone()

@@ -38,7 +38,15 @@ from ...models import (
 )
 from ...prepared import ConversationFilters, ParsedRecord, PreparedConversation, PreparedMessage
 from ...pricing import Price, is_unpriced, package_prices, price_message
-from ...search_query import MARK_OPEN, SEARCH_RANK_WINDOW, Clause, marked_fragments, python_fragments, to_tsquery
+from ...search_query import (
+    MARK_OPEN,
+    SEARCH_RANK_WINDOW,
+    SEARCH_STOPPED,
+    Clause,
+    marked_fragments,
+    python_fragments,
+    to_tsquery,
+)
 from ...store import Store
 from .schema import version_time
 
@@ -87,6 +95,10 @@ def sql_error(code: str | None, message: str, fn: str, where: str = "the databas
             f"{fn}: {message}. The database lacks the persistence schema: run "
             "`python -m persistence migrate --url postgresql://…` or `supabase db push`"
         )
+    if code == "57014":  # statement_timeout (or a cancel): the call was stopped and rolled back
+        if fn == "search_messages":  # a search too broad to finish: the query's fault, said as such
+            return ValidationError("query", f"{SEARCH_STOPPED} ({message})")
+        return PersistenceError(f"{fn}: stopped at its time limit ({message}); nothing was changed")
     if code == "42501":
         return PersistenceError(f"{fn}: permission denied: {message}")
     return PersistenceError(f"{fn}: {message}" + (f" (SQLSTATE {code})" if code else ""))

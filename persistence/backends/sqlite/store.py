@@ -17,6 +17,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ from ...search_query import (
     MARK_CLOSE,
     MARK_OPEN,
     SEARCH_RANK_WINDOW,
+    SEARCH_STOPPED,
+    SEARCH_TIME_LIMIT_S,
     Clause,
     marked_fragments,
     python_fragments,
@@ -79,13 +82,14 @@ _MESSAGE_COLUMNS = (
     "m.output_tokens, m.reasoning_tokens, m.cost, m.price_id, m.duration_ms, m.files, m.images, "
     "m.metadata, m.user_id"
 )
-_ROLLUP_UPSERT = """
-insert into usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
+_ROLLUP_COLUMNS = """usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
     cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
-    unpriced_messages, duration_ms)
-values (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)
+    unpriced_messages, duration_ms)"""
+# A rollup row that exists already gets the new row's sums added (one message live, a batch's
+# sums on import).
+_ROLLUP_MERGE = """
 on conflict (day, user_id, model, provider, tool_name) do update set
-    messages = messages + 1,
+    messages = messages + excluded.messages,
     input_tokens = input_tokens + excluded.input_tokens,
     cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
     cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
@@ -95,6 +99,7 @@ on conflict (day, user_id, model, provider, tool_name) do update set
     unpriced_messages = unpriced_messages + excluded.unpriced_messages,
     duration_ms = duration_ms + excluded.duration_ms
 """
+_ROLLUP_UPSERT = f"insert into {_ROLLUP_COLUMNS} values (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)" + _ROLLUP_MERGE
 # The rollup rows of the messages a WHERE fragment selects, and each thread's totals over them.
 _ROLLUP_SELECT = """
 select substr(created_at, 1, 10), coalesce(user_id, ''), coalesce(model_used, ''),
@@ -112,9 +117,6 @@ select conversation_id, count(*) as n, coalesce(sum(tokens), 0) as tokens, coale
     coalesce(sum(cost), 0) as cost, coalesce(sum(unpriced), 0) as unpriced
 from messages where {where}
 """
-_ROLLUP_COLUMNS = """usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
-    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
-    unpriced_messages, duration_ms)"""
 # Rebuilds the rollup of whole days from messages (reprice, prune, recover).
 _ROLLUP_REBUILD = f"insert into {_ROLLUP_COLUMNS}" + _ROLLUP_SELECT.format(
     where="created_at >= :day and created_at < date(:day, '+1 day')"
@@ -132,22 +134,7 @@ where conversations.id = :id
 # demo, copy): a batch costs what it holds, however large the store (rebuilding each touched
 # day from all its messages made bulk writes quadratic, issue 16). Rowids only grow inside
 # the write transaction that holds the batch, so "rowid > the largest before it" is the batch.
-_ROLLUP_ADD = (
-    f"insert into {_ROLLUP_COLUMNS}"
-    + _ROLLUP_SELECT.format(where="rowid > :after")
-    + """
-on conflict (day, user_id, model, provider, tool_name) do update set
-    messages = messages + excluded.messages,
-    input_tokens = input_tokens + excluded.input_tokens,
-    cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
-    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-    output_tokens = output_tokens + excluded.output_tokens,
-    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-    cost_usd = cost_usd + excluded.cost_usd,
-    unpriced_messages = unpriced_messages + excluded.unpriced_messages,
-    duration_ms = duration_ms + excluded.duration_ms
-"""
-)
+_ROLLUP_ADD = f"insert into {_ROLLUP_COLUMNS}" + _ROLLUP_SELECT.format(where="rowid > :after") + _ROLLUP_MERGE
 _TOTALS_ADD = """
 update conversations set
     message_count = message_count + t.n, total_tokens = total_tokens + t.tokens,
@@ -973,6 +960,30 @@ class SQLiteStore(Store):
         joined = "messages_fts join messages m on m.rowid = messages_fts.rowid"
         filtered = len(where) > 1
         db = self._conn()
+        # Bounded like Postgres' statement_timeout: SQLite calls the handler every 10,000
+        # instructions, and a true result stops the statement ("interrupted").
+        deadline = time.monotonic() + SEARCH_TIME_LIMIT_S
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            return self._ranked_hits(db, clauses, expr, where, params, joined, filtered, order)
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "interrupted":
+                raise
+            raise ValidationError("query", SEARCH_STOPPED) from None
+        finally:
+            db.set_progress_handler(None, 0)
+
+    def _ranked_hits(
+        self,
+        db: sqlite3.Connection,
+        clauses: list[Clause],
+        expr: str,
+        where: list[str],
+        params: dict[str, Any],
+        joined: str,
+        filtered: bool,
+        order: str,
+    ) -> list[SearchHit]:
         with self._read():
             cutoff = db.execute(
                 f"select messages_fts.rowid from {joined if filtered else 'messages_fts'} "
