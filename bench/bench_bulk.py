@@ -1,0 +1,131 @@
+"""Bulk writes into an empty store against the same writes into a million-message store (issue 16:
+within 1.3x, on SQLite and Postgres).
+
+    python bench/bench_bulk.py                      # both backends, 2,000 threads in 4 rounds
+    python bench/bench_bulk.py --backend sqlite --threads 4000 --rounds 8
+
+The writes are `demo`'s: ``persistence.demo.generate`` (``_import_batch``, the path of `demo`,
+`import` and `copy`), without file uploads, which cost the same at any size. The large store is a
+copy of the one bench_sqlite.py / bench_postgres.py fill (SQLite: the file copied to a temp dir;
+Postgres: ``create database … template pt_bench``), so the shared one is left as it was. Rounds
+alternate between the empty and the large store with the same seeds, so both get the same
+threads and the same machine noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_postgres import ADMIN_URL, ensure_database  # noqa: E402
+from common import ensure_demo_store, table  # noqa: E402
+
+import persistence  # noqa: E402
+from persistence.demo import generate  # noqa: E402
+
+
+def messages_in(store: persistence.Store) -> int:
+    return int(store.usage(())["messages"].iloc[0])
+
+
+def race(empty: persistence.Store, large: persistence.Store, threads: int, rounds: int) -> list[list[object]]:
+    """Seconds and messages written into each store, rounds interleaved."""
+    seconds = {"empty": 0.0, "large": 0.0}
+    written = {"empty": 0, "large": 0}
+    per_round = max(1, threads // rounds)
+    for r in range(rounds):
+        for name, store in (("empty", empty), ("large", large)):
+            before = messages_in(store)
+            start = time.perf_counter()
+            # Seeds no other bench uses, ending after the bench stores' last day: new threads.
+            generate(store, per_round, seed=9000 + r, end=date(2026, 12, 20), weeks=4, files=False)
+            seconds[name] += time.perf_counter() - start
+            written[name] += messages_in(store) - before
+    rate = {name: written[name] / seconds[name] for name in seconds}
+    return [
+        ["into an empty store", f"{written['empty']:,}", f"{seconds['empty']:.1f}", f"{rate['empty']:,.0f}", "1.00x"],
+        [
+            f"into the store of {messages_in(large) - written['large']:,} messages",
+            f"{written['large']:,}",
+            f"{seconds['large']:.1f}",
+            f"{rate['large']:,.0f}",
+            f"{rate['empty'] / rate['large']:.2f}x",
+        ],
+    ]
+
+
+def sqlite_pair(source_dir: Path, work: Path, messages: int) -> tuple[persistence.Store, persistence.Store]:
+    source = source_dir / "history.db"
+    ensure_demo_store(f"sqlite:///{source}", messages)
+    print(f"Copying {source} …", file=sys.stderr)
+    (work / "large").mkdir()
+    (work / "empty").mkdir()
+    shutil.copy(source, work / "large" / "history.db")
+    return (
+        persistence.open_store(f"sqlite:///{work / 'empty' / 'history.db'}"),
+        persistence.open_store(f"sqlite:///{work / 'large' / 'history.db'}"),
+    )
+
+
+def postgres_pair(db: str, messages: int) -> tuple[persistence.Store, persistence.Store, list[str]]:
+    ensure_demo_store(ensure_database(db), messages)
+    names = [f"{db}_bulk_empty", f"{db}_bulk_large"]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'drop database if exists "{name}"')  # type: ignore[arg-type]
+        print(f"Copying {db} …", file=sys.stderr)
+        conn.execute(f'create database "{names[0]}"')  # type: ignore[arg-type]
+        conn.execute(f'create database "{names[1]}" template "{db}"')  # type: ignore[arg-type]
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    empty = persistence.open_store(f"{base}/{names[0]}")
+    large = persistence.open_store(f"{base}/{names[1]}")
+    with psycopg.connect(f"{base}/{names[1]}", autocommit=True) as conn:
+        conn.execute("vacuum (analyze)")  # autovacuum is off on these machines
+    return empty, large, names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), action="append")
+    parser.add_argument("--messages", type=int, default=1_000_000, help="size of the large store")
+    parser.add_argument("--sqlite-dir", type=Path, default=Path("/tmp/bench-sqlite"))
+    parser.add_argument("--db", default="pt_bench")
+    parser.add_argument("--threads", type=int, default=2000, help="threads written into each store")
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    for backend in args.backend or ["sqlite", "postgres"]:
+        with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
+            work = Path(tmp)
+            names: list[str] = []
+            if backend == "sqlite":
+                empty, large = sqlite_pair(args.sqlite_dir, work, args.messages)
+            else:
+                empty, large, names = postgres_pair(args.db, args.messages)
+            try:
+                rows = race(empty, large, args.threads, args.rounds)
+            finally:
+                empty.close()
+                large.close()
+                if names:
+                    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                        for name in names:
+                            conn.execute(f'drop database if exists "{name}"')  # type: ignore[arg-type]
+            table(
+                f"{backend}: demo threads written in bulk (target: large within 1.3x of empty)",
+                ["store", "messages", "seconds", "messages/s", "slower by"],
+                rows,
+            )
+
+
+if __name__ == "__main__":
+    main()
