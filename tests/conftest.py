@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -204,6 +205,18 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith(("PERSISTENCE_", "SUPABASE_")):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("PERSISTENCE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(autouse=True)
+def _main_module_kept() -> Iterator[None]:
+    """Streamlit's AppTest runs the app as ``__main__`` and leaves it in ``sys.modules``; a later
+    test that spawns processes (multiprocessing re-runs the parent's ``__main__`` file in each
+    child) would then run app.py in every child, which fails (seen in CI as a writer process
+    exiting 1 in test_writes). Each test gets back the ``__main__`` it started with."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture
