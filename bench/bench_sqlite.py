@@ -12,12 +12,18 @@ Every figure is printed beside a baseline measured in the same run:
 - reads: ``get_conversation(last=50)`` against ``SQLChatMessageHistory.messages``.
 - usage: ``usage(("model",))`` over 90 days from the rollup against the same numbers by
   GROUP BY over messages (and checks they are equal).
+- filters: ``count_conversations`` / ``list_conversations`` with a model, provider or tool
+  filter (the thread_facets table) against the message scan those filters were before it.
+- doctor: ``doctor(quick=True)`` (the app's) against the full check (the CLI's).
 - files: ``put_file`` of a 200 MB file against hashing it and copying it, with peak RSS growth.
+
+Opening the store migrates it: point ``--dir`` at a copy to leave a shared store as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import resource
@@ -33,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_demo_store, file_size_mb, latencies, percentile, race, table
+from common import ensure_demo_store, file_size_mb, latencies, percentile, race, table, timed
 
 import persistence
 import persistence.demo
@@ -321,6 +327,81 @@ def bench_usage(store: persistence.Store, db: sqlite3.Connection) -> None:
     )
 
 
+# The thread filters as they were before migration 0005 (thread_facets): a probe of each
+# thread's messages. The baseline of bench_thread_filters.
+_SCAN_FILTERS = {
+    "model": "exists (select 1 from messages m where m.conversation_id = c.id and m.model_used = :value)",
+    "provider": "exists (select 1 from messages m where m.conversation_id = c.id and m.provider = :value)",
+    "tool_name": "(c.tool_name = :value or exists (select 1 from messages m "
+    "where m.conversation_id = c.id and m.tool_name = :value))",
+}
+
+
+def _scan_count(store: persistence.Store, sql: str, params: dict[str, Any]) -> int:
+    # On the store's own connection: the same cache and pragmas as the filtered count.
+    return int(store._conn().execute(sql, params).fetchone()[0])  # type: ignore[attr-defined]
+
+
+def bench_thread_filters(store: persistence.Store, db: sqlite3.Connection, rounds: int) -> None:
+    """The Threads page with a model, provider or tool filter: ``count_conversations`` and the
+    first page of ``list_conversations`` (thread_facets) against the message scan, all time and
+    the app's default period (active in the last 30 days), rounds interleaved; counts checked."""
+    end = datetime.fromisoformat(db.execute("select max(updated_at) from conversations").fetchone()[0])
+    since = end - timedelta(days=30)
+    cases = [
+        ("model", db.execute("select model_used from messages where model_used is not null limit 1").fetchone()[0]),
+        ("provider", "glm"),
+        ("tool_name", "codereview"),
+    ]
+    rows = []
+    for name, value in cases:
+        for period, start in (("all time", None), ("last 30 days", since)):
+            filters: dict[str, Any] = {name: value, "since": start}
+            where = _SCAN_FILTERS[name] + (" and c.updated_at >= :since" if start else "")
+            params = {"value": value, "since": None if start is None else start.isoformat(timespec="microseconds")}
+            count: list[float] = []
+            listing: list[float] = []
+            scan: list[float] = []
+            sql = f"select count(*) from conversations c where {where}"
+            for _ in range(rounds):
+                ms, ours_n = timed(functools.partial(store.count_conversations, **filters))
+                count.append(ms)
+                listing.append(timed(functools.partial(store.list_conversations, limit=50, **filters))[0])
+                ms, scan_n = timed(functools.partial(_scan_count, store, sql, params))
+                scan.append(ms)
+                assert ours_n == scan_n, (name, value, period, ours_n, scan_n)
+            rows.append(
+                [
+                    f"{name}={value}, {period}",
+                    f"{ours_n:,}",
+                    f"{percentile(count, 50):.1f}",
+                    f"{percentile(listing, 50):.1f}",
+                    f"{percentile(scan, 50):,.0f}",
+                    f"{percentile(scan, 50) / percentile(count, 50):,.0f}x",
+                ]
+            )
+    table(
+        f"Threads with a model/provider/tool filter, median of {rounds} (target: count <= 100 ms)",
+        ["filter", "threads", "count ms", "list 50 ms", "message scan count ms", "count faster by"],
+        rows,
+    )
+
+
+def bench_doctor(store: persistence.Store, rounds: int) -> None:
+    """doctor's quick mode (the app's) against the full check (the CLI's), rounds interleaved."""
+    full: list[float] = []
+    quick: list[float] = []
+    for _ in range(rounds):
+        full.append(timed(store.doctor)[0])
+        quick += [timed(lambda: store.doctor(quick=True))[0] for _ in range(10)]
+    table(
+        "doctor (target: quick <= 100 ms)",
+        ["mode", "calls", "p50 ms", "p95 ms", "max ms"],
+        [["doctor(quick=True)", len(quick), *_pcts(quick)], ["doctor() (full check)", len(full), *_pcts(full)]],
+    )
+    print(f"Quick is {percentile(full, 50) / percentile(quick, 50):,.0f}x faster at p50")
+
+
 _PUT_FILE_CHILD = r"""
 import hashlib, json, shutil, sys, time
 import persistence
@@ -393,11 +474,13 @@ def main() -> None:
     parser.add_argument("--ingest", type=int, default=20_000, help="messages each writer writes")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--file-mb", type=int, default=200)
-    parser.add_argument("--only", choices=("ingest", "search", "reads", "usage", "files"), action="append")
+    parser.add_argument(
+        "--only", choices=("ingest", "search", "reads", "usage", "filters", "doctor", "files"), action="append"
+    )
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{args.dir / 'history.db'}"
-    only = set(args.only or ("ingest", "search", "reads", "usage", "files"))
+    only = set(args.only or ("ingest", "search", "reads", "usage", "filters", "doctor", "files"))
     ensure_demo_store(url, args.messages)
     store = persistence.open_store(url)
     db = sqlite3.connect(args.dir / "history.db")
@@ -411,6 +494,10 @@ def main() -> None:
     print(f"CPU time so far {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.1f} s")
     if "usage" in only:
         bench_usage(store, db)
+    if "filters" in only:
+        bench_thread_filters(store, db, rounds=3)
+    if "doctor" in only:
+        bench_doctor(store, rounds=3)
     if "reads" in only:
         _fill_langchain(args.dir / "langchain-default.db", db, wal=False)
         bench_reads(store, db, args.dir / "langchain-default.db")

@@ -24,11 +24,13 @@ from .errors import (
     PersistenceError,
     ReadOnlyStoreError,
     SchemaVersionError,
+    ServerOnlyError,
     StorageFullError,
     StoreDamagedError,
     StoreOpenError,
     ValidationError,
 )
+from .insights import Anomaly, Budget, BudgetStatus, ThreadShare
 from .models import (
     Conversation,
     ImportResult,
@@ -36,6 +38,7 @@ from .models import (
     Page,
     ProviderFile,
     PruneResult,
+    RedactResult,
     RepriceResult,
     SearchHit,
     StoredFile,
@@ -44,9 +47,13 @@ from .models import (
 from .pricing import Price
 from .store import Store
 from .usage import normalise_usage
+from .whatif import WhatIf
 
 __all__ = [
+    "Anomaly",
     "AsyncStore",
+    "Budget",
+    "BudgetStatus",
     "ConflictError",
     "Conversation",
     "ImportResult",
@@ -58,16 +65,20 @@ __all__ = [
     "ProviderFile",
     "PruneResult",
     "ReadOnlyStoreError",
+    "RedactResult",
     "RepriceResult",
     "SchemaVersionError",
     "SearchHit",
+    "ServerOnlyError",
     "StorageFullError",
     "Store",
     "StoreDamagedError",
     "StoreOpenError",
     "StoredFile",
+    "ThreadShare",
     "Usage",
     "ValidationError",
+    "WhatIf",
     "normalise_usage",
     "open_async_store",
     "open_store",

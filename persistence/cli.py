@@ -1,5 +1,5 @@
 """``python -m persistence``: migrate, reindex, demo, doctor, search, export, import, reprice, report,
-prune, import-files, copy, recover.
+prune, import-files, copy, recover, whatif, redact, alerts, budget.
 
 Every command takes ``--url`` (default: the store ``open_store()`` resolves from the
 environment). Long work shows a progress bar on stderr; data goes to stdout.
@@ -22,6 +22,7 @@ from .config import open_store
 from .env import redact_url, resolve_url, sqlite_url_path
 from .errors import PersistenceError, ValidationError
 from .formatting import size
+from .insights import Anomaly, BudgetStatus
 from .outbox import doctor as doctor_with_outbox
 from .store import Store
 from .when import parse_age, parse_when
@@ -99,7 +100,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        report = doctor_with_outbox(store)
+        if args.quick:
+            report = doctor_with_outbox(store, quick=True)
+        else:
+            # The full check reads every page and checks every file's bytes: seconds on a large store.
+            with _progress(None, "checking", "checks") as bar:
+                shown = [""]
+
+                def progress(step: str, done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+                    if step != shown[0]:  # shown at once: the integrity check is one long step
+                        shown[0] = step
+                        bar.set_description(step)
+
+                report = doctor_with_outbox(store, progress=progress)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -109,7 +124,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 value = json.dumps(value, ensure_ascii=False, default=str)
             print(f"{key:<{width}}  {value}")
     problems = []
-    if report.get("quick_check", "ok") != "ok" or report.get("damaged"):
+    if report.get("quick_check") not in (None, "ok") or report.get("damaged"):
         # Which check failed, and the way out: writes stay refused until the file is replaced.
         problems.append(
             f"the database file is damaged (pragma quick_check: {report.get('quick_check')}); "
@@ -301,6 +316,76 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from .whatif import whatif
+
+    with open_store(args.url, read_only=True) as store:
+        result = whatif(
+            store,
+            args.model,
+            continuation_id=args.thread,
+            since=args.since,
+            until=args.until,
+            tool_name=args.tool,
+            source_model=args.used_model,
+            provider=args.provider,
+        )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    cost = result.whatif_cost_usd
+    label = f"on {result.model}"
+    width = max(len(label), len("actual")) + 2
+    print(f"{result.scope}: {result.messages:,} messages, {result.usage.total:,} tokens")
+    print(f"  {'actual':<{width}}${result.actual_cost_usd:,.4f}")
+    if cost is None:
+        print(f"  {label:<{width}}no price in force on any day")
+    else:
+        diff = result.difference_usd or 0.0
+        ratio = f" ({cost / result.actual_cost_usd:.2f}x)" if result.actual_cost_usd else ""
+        print(f"  {label:<{width}}${cost:,.4f}{ratio}, {'+' if diff >= 0 else '-'}${abs(diff):,.4f}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    print("Nothing was written: stored costs are unchanged.", file=sys.stderr)
+    return 0
+
+
+def cmd_redact(args: argparse.Namespace) -> int:
+    selector = {
+        "continuation_id": args.thread,
+        "user_id": args.user,
+        "older_than": args.older_than,
+        "query": args.query,
+    }
+    with _open(args) as store:
+        chosen = {k: val for k, val in selector.items() if val is not None}
+        preview = store.redact(**chosen, dry_run=True)
+        what = (
+            f"{preview.conversations:,} threads ({preview.messages:,} messages), {preview.uploads:,} uploads, "
+            f"and the bytes of {preview.files:,} stored files ({size(preview.bytes)})"
+        )
+        if args.dry_run:
+            print(f"Would erase the text of {what}; tokens, costs, models, tools and times stay.")
+            if args.query is not None and preview.conversations >= store.REDACT_SEARCH_PAGE:
+                print(f"(at least: the first {store.REDACT_SEARCH_PAGE} matches were counted)", file=sys.stderr)
+            print("Dry run: nothing was changed.", file=sys.stderr)
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise ValidationError("--yes", f"redact would erase the text of {what}: pass --yes to confirm")
+            answer = input(f"Erase the text of {what}? This cannot be undone. [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("Nothing was changed.", file=sys.stderr)
+                return 1
+        result = store.redact(**chosen)
+    print(
+        f"Erased the text of {result.conversations:,} threads ({result.messages:,} messages) and "
+        f"{result.uploads:,} uploads; deleted the bytes of {result.files:,} stored files ({size(result.bytes)}). "
+        "Tokens, costs, models, tools and times are kept."
+    )
+    return 0
+
+
 def cmd_import_files(args: argparse.Namespace) -> int:
     from .cutover import _walk, import_folder
 
@@ -388,6 +473,86 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _alert_lines(anomalies: Sequence[Anomaly], budgets: Sequence[BudgetStatus]) -> list[str]:
+    lines = [f"  {a.day.isoformat()}  {a.kind:<5}  {a.reason}" for a in anomalies]
+    lines += [f"  budget {s.state.upper():<7}  {s.reason}" for s in budgets if s.state != "ok"]
+    return lines
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Anomalies and budgets that need attention; exit 1 when there is any (for cron and CI)."""
+    with open_store(args.url, read_only=True) as store:
+        anomalies = store.anomalies(since=args.since, until=args.until, min_cost_usd=args.min_cost)
+        budgets = store.budget_status()
+    flagged = bool(anomalies) or any(s.state != "ok" for s in budgets)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "flagged": flagged,
+                    "anomalies": [a.as_dict() for a in anomalies],
+                    "budgets": [s.as_dict() for s in budgets],
+                },
+                indent=2,
+            )
+        )
+        return 1 if flagged else 0
+    if not flagged:
+        print(
+            f"Nothing unusual in {store.url}"
+            + (f", and all {len(budgets)} budget(s) are on track." if budgets else " (no budgets set).")
+        )
+        return 0
+    watch = sum(s.state != "ok" for s in budgets)
+    print(f"{len(anomalies)} alert(s), {watch} budget(s) to watch in {store.url}:")
+    for line in _alert_lines(anomalies, budgets):
+        print(line)
+    return 1
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    scope = {"model": args.model, "provider": args.provider, "tool_name": args.tool, "tag": args.tag}
+    with open_store(args.url, read_only=args.action in ("list", "status")) as store:
+        if args.action == "set":
+            if args.value is None:
+                raise ValidationError("limit_usd", "give the limit in USD: budget set 50 --period month")
+            try:
+                limit = float(args.value)
+            except ValueError:
+                raise ValidationError("limit_usd", f"{args.value!r} is not a number of USD") from None
+            b = store.set_budget(limit, period=args.period, **scope)
+            print(f"Kept: {b.describe()} (id {b.id})")
+            return 0
+        if args.action == "delete":
+            if args.value is None:
+                raise ValidationError("budget_id", "give the id of the budget to delete (budget list shows them)")
+            if not store.delete_budget(args.value):
+                print(f"No budget with id {args.value}.", file=sys.stderr)
+                return 1
+            print(f"Deleted budget {args.value}.")
+            return 0
+        if args.action == "list":
+            budgets = store.list_budgets()
+            if args.json:
+                print(json.dumps([b.as_dict() for b in budgets], indent=2))
+            for b in budgets if not args.json else ():
+                print(f"  {b.id}  {b.describe()}")
+            if not budgets and not args.json:
+                print("No budgets. Set one: python -m persistence budget set 50 --period month [--model M]")
+            return 0
+        states = store.budget_status(
+            model=args.model, provider=args.provider, tool_name=args.tool, tags=[args.tag] if args.tag else ()
+        )
+    if args.json:
+        print(json.dumps([s.as_dict() for s in states], indent=2))
+    else:
+        for s in states:
+            print(f"  {s.state.upper():<7}  {s.reason}")
+        if not states:
+            print("No budget applies.")
+    return 1 if any(s.state == "over" for s in states) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m persistence", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -410,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("doctor", cmd_doctor, "check the store and show its size and health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="counts and the last full check's findings only (what the app shows), without reading every page",
+    )
 
     p = add("search", cmd_search, "full-text search over messages")
     p.add_argument("query", help='words, "exact phrase", a OR b, -word, prefix*')
@@ -472,6 +642,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted, change nothing")
 
+    p = add("whatif", cmd_whatif, "what a thread or a period would have cost on another model (nothing is written)")
+    p.add_argument("--model", required=True, help="the model to price the stored tokens with")
+    p.add_argument("--thread", help="one thread (continuation id); otherwise the period from the daily rollup")
+    _period(p)
+    p.add_argument("--tool", help="only this tool")
+    p.add_argument("--used-model", help="only the tokens of this model (the one actually used)")
+    p.add_argument("--provider", help="only this provider")
+    p.add_argument("--json", action="store_true", help="machine-readable output, with each day")
+
+    p = add("redact", cmd_redact, "erase the text of threads and files, keep their tokens, costs and times")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--thread", help="one thread (continuation id)")
+    which.add_argument("--user", help="every thread and upload of this user id")
+    which.add_argument(
+        "--older-than", type=parse_age, metavar="AGE|DATE", help="threads last active before it (90d, 2025-01-01)"
+    )
+    which.add_argument("--query", help="every thread with a message matching this search")
+    p.add_argument("--dry-run", action="store_true", help="count what would be erased, change nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
     p = add("recover", cmd_recover, "copy what is readable from a damaged SQLite store into a new file")
     p.add_argument("--output", "-o", help="the new database file (default: NAME-recovered.db beside the damaged one)")
     p.add_argument(
@@ -481,6 +671,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="shell: the sqlite3 shell's .recover (keeps the most); copy: table by table in Python; "
         "auto (default): shell when installed",
     )
+
+    p = add("alerts", cmd_alerts, "unusual days (against a rolling baseline) and budgets to watch; exit 1 if any")
+    p.add_argument("--since", type=parse_when, help="from (YYYY-MM-DD, ISO time, or 30d ago; default 7d ago)")
+    p.add_argument("--until", type=parse_when, help="until, exclusive (default now)")
+    p.add_argument("--min-cost", type=float, default=1.0, help="smaller changes in USD are never flagged (default 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("budget", cmd_budget, "set, list, delete budgets, or show their status (exit 1 when one is over)")
+    p.add_argument("action", choices=("set", "list", "delete", "status"))
+    p.add_argument("value", nargs="?", help="set: the limit in USD; delete: the budget's id")
+    p.add_argument("--period", choices=("day", "week", "month"), default="month", help="set: default month")
+    p.add_argument("--model", help="a budget on (or the status of a call to) this model")
+    p.add_argument("--provider")
+    p.add_argument("--tool", help="tool name")
+    p.add_argument("--tag", help="threads carrying this tag")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

@@ -51,6 +51,12 @@ class ReadOnlyStoreError(PersistenceError):
     """A write was attempted on a store opened read-only (or on a read-only file)."""
 
 
+class ServerOnlyError(PersistenceError, PermissionError):
+    """The operation is the server's only (the service role key), and the store was opened
+    as a signed-in user: prune, reprice, redact, import, doctor, price edits and the
+    migration history change or read every user's rows, so a user's token may not."""
+
+
 class SchemaVersionError(StoreOpenError):
     """The database was migrated by a newer version of this package than the one running."""
 

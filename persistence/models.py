@@ -17,6 +17,7 @@ __all__ = [
     "ImportResult",
     "Message",
     "Page",
+    "RedactResult",
     "RepriceResult",
     "SearchHit",
     "StoredFile",
@@ -86,6 +87,8 @@ class Message:
     images: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     user_id: str | None = None
+    # When its content was erased by ``Store.redact`` (tokens, cost and model stay); None: never.
+    redacted_at: datetime | None = None
 
     @property
     def tokens(self) -> int:
@@ -159,6 +162,8 @@ class Conversation:
     unpriced_messages: int = 0
     messages: tuple[Message, ...] = ()
     files: tuple[StoredFile, ...] = ()
+    # When the thread's text was erased by ``Store.redact`` (its numbers stay); None: never.
+    redacted_at: datetime | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -242,6 +247,22 @@ class PruneResult:
     files: int = 0
     bytes: int = 0
     dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedactResult:
+    """What ``redact`` erased (or, with ``dry_run``, would erase). ``files``/``bytes``: stored
+    objects whose bytes were deleted because no unredacted upload refers to them any more."""
+
+    conversations: int = 0
+    messages: int = 0
+    uploads: int = 0
+    files: int = 0
+    bytes: int = 0
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

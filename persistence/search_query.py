@@ -28,7 +28,9 @@ names this spelling: rows written under an older one are recomputed (see there).
 A query is refused (``ValidationError`` naming the limit, never cut) when it is longer than
 ``MAX_QUERY_CHARS`` characters or searches more than ``MAX_QUERY_WORDS`` words, counting
 each character of a Chinese/Japanese/Korean/Thai run as a word (each becomes a character
-pair of the index). The same limits hold on every backend; they bound what a search costs.
+pair of the index), or holds a prefix shorter than ``MIN_PREFIX_CHARS``, more than
+``MAX_QUERY_PREFIXES`` prefixes or more than ``MAX_QUERY_EXCLUSIONS`` exclusions. The same limits hold on every backend; they bound what a
+search costs.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ from .errors import ValidationError
 __all__ = [
     "INDEX_VERSION",
     "MAX_QUERY_CHARS",
+    "MAX_QUERY_EXCLUSIONS",
+    "MAX_QUERY_PREFIXES",
     "MAX_QUERY_WORDS",
+    "MIN_PREFIX_CHARS",
+    "SEARCH_COUNT_CAP",
     "SEARCH_RANK_WINDOW",
     "SEARCH_STOPPED",
     "SEARCH_TIME_LIMIT_S",
@@ -65,11 +71,32 @@ __all__ = [
 # and the Postgres function search_messages refuses the rendered equivalent (PT400).
 MAX_QUERY_CHARS = 1000
 MAX_QUERY_WORDS = 64
-# Ranking (order "rank") reads the score of at most this many of the newest matches, the same
-# number on every backend so they answer alike: a word in half of a million messages would
-# otherwise cost a pass over all of them per query. A rarer word is ranked in full; order
-# "recent" is exact whatever the count.
-SEARCH_RANK_WINDOW = 1000
+# Ranking (order "rank") reads the score of at most this many of the newest matches (or of
+# ``limit`` of them when more are asked for, so a page is always full), the same number on
+# every backend so they answer alike: a word in half of a million messages would otherwise
+# cost a pass over all of them per query. A rarer word is ranked in full; order "recent" is
+# exact whatever the count. 250 is 12 pages of the default 20 hits; it was 1,000, but reading
+# 1,000 rows to rank them was most of a search's time on Postgres (p50 2.5x that of order
+# "recent" at a million messages, 1.5x with 250: bench/README.md).
+SEARCH_RANK_WINDOW = 250
+# A prefix (``word*``) is looked up by merging the index entries of every word it begins, on
+# both backends, so its cost grows with how many words share it. At a million messages, on
+# SQLite (bench/bench_search.py, limit 500): ``s*`` over 2 s, ``con*`` 1.3 s, ``conn*`` 0.4 s
+# on a loaded machine (FTS5 has no prefix index here: ``prefix=`` on messages_fts would allow
+# shorter ones). A prefix needs this many characters (a Chinese, Japanese, Korean or Thai
+# character is a prefix of the character pairs it starts, and is counted by the next limit).
+MIN_PREFIX_CHARS = 4
+# ... and one search holds at most this many prefixes, single CJK characters included.
+MAX_QUERY_PREFIXES = 4
+# An exclusion (``-word``, ``-"a phrase"``) is checked against every match of the rest of the
+# query, on both backends: ``queue`` minus 63 common words took 0.7 s on SQLite and 1.3 s on
+# Postgres at a million messages. A search needs few of them; this many at most.
+MAX_QUERY_EXCLUSIONS = 8
+# Store.count_search counts matches up to this many and answers SEARCH_COUNT_CAP + 1 beyond:
+# counting every match of a common word read every matching row on Postgres (1.5-2 s for
+# `the` at a million messages); "more than 10,000" says what a person needs. The SQL function
+# count_search_messages stops at the same number (migration 20261130190000).
+SEARCH_COUNT_CAP = 10_000
 # A search still running after this many seconds is stopped with ValidationError("query",
 # SEARCH_STOPPED) (nothing is changed): the statement_timeout of Postgres' search_messages, applied by
 # PostgREST and by the psycopg transport, and SQLite's progress handler. Queries within the
@@ -324,7 +351,7 @@ def parse_query(query: str) -> list[Clause]:
     clauses: list[list[Term]] = []
     negations: list[bool] = []
     join_next = False
-    words = spelled = 0
+    words = spelled = prefixes = exclusions = 0
     for text, quoted in _split_chunks(query):
         if not quoted and text == "OR":
             join_next = bool(clauses)
@@ -335,14 +362,35 @@ def parse_query(query: str) -> list[Clause]:
         negated = text.startswith("-") and len(text) > 1 and not text.startswith("--")
         if negated:
             text = text[1:]
+            exclusions += 1
+            if exclusions > MAX_QUERY_EXCLUSIONS:
+                raise ValidationError(
+                    "query",
+                    f"more than {MAX_QUERY_EXCLUSIONS} exclusions; a search excludes at most "
+                    f'{MAX_QUERY_EXCLUSIONS} words or phrases (-word, -"a phrase")',
+                )
         prefix = text.endswith("*")
         found = tuple(units(normalise(text)))
         if not found:
             continue
         term = Term(words=found, phrase=quoted or len(found) > 1, prefix=prefix)
-        tokens, _ = term_tokens(term)
+        tokens, is_prefix = term_tokens(term)
         if not tokens:
             continue
+        if is_prefix:
+            last = found[-1]
+            if term.prefix and not term.is_cjk(len(found) - 1) and len(last) < MIN_PREFIX_CHARS:
+                raise ValidationError(
+                    "query",
+                    f"the prefix {last}* is too short: a prefix (word*) has at least {MIN_PREFIX_CHARS} characters",
+                )
+            prefixes += 1
+            if prefixes > MAX_QUERY_PREFIXES:
+                raise ValidationError(
+                    "query",
+                    f"more than {MAX_QUERY_PREFIXES} prefixes; a search has at most {MAX_QUERY_PREFIXES} "
+                    "prefixes (word*), each single Chinese, Japanese, Korean or Thai character counting as one",
+                )
         # Each token is a word of the index (a CJK character is one pair).
         words += len(tokens) + sum(1 for i in range(len(found)) if term.is_cjk(i) and len(found[i]) > 1)
         if words > MAX_QUERY_WORDS:
@@ -365,7 +413,9 @@ def parse_query(query: str) -> list[Clause]:
             clauses.append([term])
             negations.append(negated)
         join_next = False
-    parsed = [Clause(tuple(terms), neg) for terms, neg in zip(clauses, negations, strict=True)]
+    # A clause typed twice asks nothing more (``word word``), but each copy would be looked
+    # up again (64 copies of a word cost 64 passes of bm25 over its matches): kept once.
+    parsed = list(dict.fromkeys(Clause(tuple(terms), neg) for terms, neg in zip(clauses, negations, strict=True)))
     if not any(not c.negated for c in parsed):
         return []  # only exclusions: there is nothing to rank
     return parsed
@@ -488,6 +538,29 @@ def _same_length_fold(ch: str) -> str:
     return folded if len(folded) == 1 else ch
 
 
+@functools.lru_cache(maxsize=64)
+def _fragment_pattern(clauses: tuple[Clause, ...]) -> re.Pattern[str] | None:
+    """What python_fragments marks, compiled once per query (a search cuts up to 500)."""
+    literals: set[str] = set()
+    stems: set[str] = set()
+    for clause in clauses:
+        if clause.negated:
+            continue
+        for term in clause.terms:
+            for i, word in enumerate(term.words):
+                if term.is_cjk(i) or not word.isascii() or not _PLAIN.fullmatch(word.lower()):
+                    literals.add(re.escape(word))
+                else:
+                    stems.add(re.escape(word if len(word) <= 4 else word[: max(4, len(word) - 3)]))
+    # Longest first, so the longer of two needles starting at one place is marked. The stems
+    # share one word boundary: a pattern of 64 ``\bstem\w*`` alternatives tried each one at
+    # every character, which cost more than the rest of a search at limit 500.
+    needles = sorted(literals, key=lambda n: (-len(n), n))
+    if stems:
+        needles.append(r"\b(?:" + "|".join(sorted(stems, key=lambda n: (-len(n), n))) + r")\w*")
+    return re.compile("|".join(needles), re.IGNORECASE) if needles else None
+
+
 def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> tuple[tuple[str, bool], ...]:
     """A snippet of ``content`` around the first match, with matches marked.
 
@@ -495,25 +568,18 @@ def python_fragments(content: str, clauses: list[Clause], width: int = 160) -> t
     text is made of character pairs). CJK runs are matched as substrings; latin words by
     prefix, case-insensitively (stems like run/running both light up).
     """
-    needles: list[str] = []
-    for clause in clauses:
-        if clause.negated:
-            continue
-        for term in clause.terms:
-            for i, word in enumerate(term.words):
-                if term.is_cjk(i) or not word.isascii():
-                    needles.append(re.escape(word))
-                elif _PLAIN.fullmatch(word.lower()):
-                    stem = word if len(word) <= 4 else word[: max(4, len(word) - 3)]
-                    needles.append(r"\b" + re.escape(stem) + r"\w*")
-                else:
-                    needles.append(re.escape(word))
-    if not needles:
+    pattern = _fragment_pattern(tuple(clauses))
+    if pattern is None:
         return ((content[:width], False),)
-    pattern = re.compile("|".join(sorted(needles, key=len, reverse=True)), re.IGNORECASE)
     # Matched against a view of the text as normalised as it can be at the same length
     # (café, cafe\u0301 -> cafe, cafe\u0301), so positions are the original's.
-    view = content if content.isascii() else "".join(_same_length_fold(c) for c in content)
+    # Folded per distinct character (a translate table), not per character: a search at limit
+    # 500 cuts hundreds of these, and a call per character cost milliseconds per message.
+    if content.isascii():
+        view = content
+    else:
+        changed = {ord(c): f for c in set(content) if (f := _same_length_fold(c)) != c}
+        view = content.translate(changed) if changed else content
     first = pattern.search(view)
     start = 0 if first is None else max(0, first.start() - width // 3)
     end = min(len(content), start + width)

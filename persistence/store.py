@@ -12,16 +12,32 @@ import base64
 import dataclasses
 import json
 import logging
+import math
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, BinaryIO, Unpack, cast
 
 import pandas as pd
 
 from . import validation as v
-from .errors import ValidationError
+from .errors import PersistenceError, ValidationError
 from .filestore import open_source, sniff_mime
+from .insights import (
+    ANOMALY_DIMENSIONS,
+    BUDGET_PERIODS,
+    Anomaly,
+    Budget,
+    BudgetStatus,
+    budget_applies,
+    find_anomalies,
+    period_bounds,
+    rollup_spend,
+    status_of,
+)
 from .models import (
     Conversation,
     ImportResult,
@@ -29,6 +45,7 @@ from .models import (
     Page,
     ProviderFile,
     PruneResult,
+    RedactResult,
     RepriceResult,
     SearchHit,
     StoredFile,
@@ -70,6 +87,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# doctor's progress callback: (what it is checking, units done, units in all).
+DoctorProgress = Callable[[str, int, int], object]
+# What a full doctor check finds that the quick one cannot see, kept for it (store_meta).
+FULL_CHECK_FINDINGS = ("quick_check", "files_missing_bytes_count", "files_checked")
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
 
@@ -99,6 +122,16 @@ def period_days(since: datetime | None, until: datetime | None) -> tuple[str | N
     return first, last
 
 
+def cutoff_of(older_than: timedelta | datetime, field: str) -> datetime:
+    """The instant ``older_than`` names: ``now - older_than`` for a duration, or the datetime."""
+    if isinstance(older_than, timedelta):
+        if older_than <= timedelta(0):
+            raise ValidationError(field, "must be a positive duration")
+        # Longer than datetime reaches back: the cutoff is the first instant there is.
+        return now() - older_than if older_than < now() - _EARLIEST else _EARLIEST
+    return v.to_utc(older_than, field)
+
+
 class Store(abc.ABC):
     """Conversation history, files and usage on one backend. Open with :func:`persistence.open_store`.
 
@@ -113,6 +146,12 @@ class Store(abc.ABC):
         self.upload_rules = UploadRules()
         self.max_content_bytes: int = v.MAX_CONTENT_BYTES
         self._prices: PriceTable | None = None
+        # budget_status's summary (see _budget_summary), shared by the threads of a process.
+        self._budget_cache: _BudgetSummary | None = None
+        self._budget_lock = threading.Lock()
+        self._budget_refreshing = False
+        self._budget_writes = 0  # this process's message writes, so a refresh can tell it raced one
+        self._budget_worker: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -326,7 +365,9 @@ class Store(abc.ABC):
             message_id=message_id,
             created_at=created_at,
         )
-        return self._record_message(cid, prepared)
+        message = self._record_message(cid, prepared)
+        self._count_for_budgets((message,))
+        return message
 
     def record_messages(self, messages: Iterable[dict[str, Any]]) -> list[Message]:
         """Append many turns in one transaction (and one round trip on Postgres and Supabase).
@@ -353,7 +394,9 @@ class Store(abc.ABC):
                 raise ValidationError(f"messages[{i}].{exc.field}", exc.message) from None
             except TypeError as exc:
                 raise ValidationError(f"messages[{i}]", str(exc)) from None
-        return self._record_messages(items) if items else []
+        stored = self._record_messages(items) if items else []
+        self._count_for_budgets(stored)
+        return stored
 
     def put_file(
         self,
@@ -561,8 +604,9 @@ class Store(abc.ABC):
         combining marks and identifiers are words too, and text and query are normalised
         alike (see persistence.search_query). Text that is not syntax is searched
         as words, and a query with nothing to search for returns ``[]``. A query over the
-        limits (``MAX_QUERY_CHARS`` = 1,000 characters, ``MAX_QUERY_WORDS`` = 64 words, in
-        persistence.search_query) raises ValidationError("query", …) naming the limit; it is
+        limits (``MAX_QUERY_CHARS`` = 1,000 characters, ``MAX_QUERY_WORDS`` = 64 words, a
+        prefix of at least ``MIN_PREFIX_CHARS`` = 4 characters, at most ``MAX_QUERY_PREFIXES``
+        = 4 prefixes, in persistence.search_query) raises ValidationError("query", …) naming the limit; it is
         never cut. ``limit`` is 1 to 500.
         """
         if not isinstance(query, str):
@@ -581,6 +625,39 @@ class Store(abc.ABC):
             role=v.check_role(role) if role is not None else None,
             continuation_id=v.optional_id(continuation_id, "continuation_id"),
             order=order,
+        )
+
+    def count_search(
+        self,
+        query: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        role: str | None = None,
+        continuation_id: str | None = None,
+    ) -> int:
+        """How many messages match ``query`` with these filters: what :meth:`search` would
+        return with no limit (its ranking window bounds which hits are ranked, not this count),
+        counted up to ``SEARCH_COUNT_CAP`` (10,000); ``SEARCH_COUNT_CAP + 1`` means more than that.
+
+        The query and filters are checked as :meth:`search` checks them, and the count is held
+        to the same time limit (``SEARCH_TIME_LIMIT_S``): a query matching too much to count
+        in time raises ValidationError("query", SEARCH_STOPPED), so a caller can fall back to
+        "more than" a page. A query with nothing to search for counts 0.
+        """
+        if not isinstance(query, str):
+            raise ValidationError("query", f"expected a string, got {type(query).__name__}")
+        clauses = parse_query(v.clean_text(query))
+        if not clauses:
+            return 0
+        return self._count_search(
+            clauses,
+            since=v.optional_utc(since, "since"),
+            until=v.optional_utc(until, "until"),
+            model=v.optional_text(model, "model", max_length=200),
+            role=v.check_role(role) if role is not None else None,
+            continuation_id=v.optional_id(continuation_id, "continuation_id"),
         )
 
     def open_file(self, file_id: str) -> BinaryIO:
@@ -681,6 +758,264 @@ class Store(abc.ABC):
         """Distinct models, providers, tools and tags in use, for filter choices."""
         return self._facets()
 
+    # -- anomalies and budgets (persistence/insights.py) ---------------------------------
+
+    MAX_ANOMALY_DAYS = 366  # days one anomalies() call looks at: a bounded cost
+
+    def anomalies(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dimensions: Sequence[str] = ANOMALY_DIMENSIONS,
+        min_cost_usd: float = 1.0,
+        min_tokens: int = 100_000,
+    ) -> list[Anomaly]:
+        """Days in [since, until) (default: the last 7 days) on which a model, provider, tool
+        or thread cost or used far more or far less than its rolling baseline, or appeared for
+        the first time; newest day first, each with its reason in words.
+
+        Read from the daily rollup and the threads' totals (see :mod:`persistence.insights`
+        for the baseline and the thresholds). ``dimensions``: any of model, provider,
+        tool_name (or tool), thread. ``min_cost_usd`` / ``min_tokens``: smaller changes are
+        never flagged."""
+        end = v.optional_utc(until, "until") or now()
+        start = v.optional_utc(since, "since") or end - timedelta(days=7)
+        if start >= end:
+            raise ValidationError("since", f"must be before until ({end.isoformat()})")
+        first, last = period_days(start, end)
+        assert first is not None and last is not None
+        first_day, last_day = date.fromisoformat(first), date.fromisoformat(last)
+        if (last_day - first_day).days >= self.MAX_ANOMALY_DAYS:
+            raise ValidationError("since", f"looks at most {self.MAX_ANOMALY_DAYS} days at once")
+        if isinstance(dimensions, str):
+            dimensions = (dimensions,)
+        names: list[str] = []
+        for name in dimensions:
+            name = KEY_ALIASES.get(name, name) if isinstance(name, str) else name
+            if name not in ANOMALY_DIMENSIONS:
+                raise ValidationError("dimensions", f"{v.shown(name)} is not one of {', '.join(ANOMALY_DIMENSIONS)}")
+            if name not in names:
+                names.append(name)
+        return find_anomalies(
+            self,
+            first_day=first_day,
+            last_day=last_day,
+            dimensions=names,
+            min_cost_usd=_amount(min_cost_usd, "min_cost_usd", allow_zero=True),
+            min_tokens=int(_amount(min_tokens, "min_tokens", allow_zero=True, whole=True)),
+            today=now().date(),
+        )
+
+    def set_budget(
+        self,
+        limit_usd: float,
+        *,
+        period: str = "month",
+        model: str | None = None,
+        provider: str | None = None,
+        tool_name: str | None = None,
+        tag: str | None = None,
+    ) -> Budget:
+        """Keep a spending limit (USD) per ``period`` (day, week: Monday to Sunday UTC, or
+        month) on the whole store, or on one model, provider, tool_name or tag (give at most
+        one). Setting it again for the same scope and period changes the limit."""
+        limit = _amount(limit_usd, "limit_usd", maximum=1e9)
+        if period not in BUDGET_PERIODS:
+            raise ValidationError("period", f"must be one of {', '.join(BUDGET_PERIODS)}; got {v.shown(period)}")
+        given = [
+            (name, value)
+            for name, value in (("model", model), ("provider", provider), ("tool_name", tool_name), ("tag", tag))
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ValidationError(
+                given[1][0], f"a budget is on one of model, provider, tool_name or tag; {given[0][0]} is given too"
+            )
+        scope, key = ("store", None) if not given else given[0]
+        if scope == "provider":
+            key = v.optional_provider(key)
+        elif scope == "tag":
+            if not isinstance(key, str):
+                raise ValidationError("tag", f"expected a string, got {type(key).__name__}")
+            key = v.check_tags([key], "tag")[0]
+        elif scope != "store":
+            key = v.optional_text(key, scope, max_length=200)
+        if scope != "store" and not key:
+            raise ValidationError(scope, "must not be empty (leave it out for a budget on the whole store)")
+        at = now()
+        stored = self._save_budget(Budget(str(uuid.uuid4()), scope, key, period, limit, at, at))
+        self._budget_cache = None
+        return stored
+
+    def list_budgets(self) -> list[Budget]:
+        """Every budget kept in the store, by scope, key and period."""
+        return self._list_budgets()
+
+    def delete_budget(self, budget_id: str) -> bool:
+        """Remove a budget; False when there was none with this id."""
+        deleted = self._delete_budget(v.check_uuid(budget_id, "budget_id"))
+        self._budget_cache = None
+        return deleted
+
+    # budget_status reads a summary of every budget's spend: re-read in the background when older
+    # than BUDGET_REFRESH_S (today's rollup rows and today's threads; the period's earlier days
+    # when they are older than BUDGET_PAST_S), in the caller's thread when older than
+    # BUDGET_STALE_S (or on a new day, or after set_budget/delete_budget). This process's own
+    # messages are added to it at once.
+    BUDGET_REFRESH_S = 5.0
+    BUDGET_PAST_S = 60.0
+    BUDGET_STALE_S = 60.0
+
+    def budget_status(
+        self,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        tool_name: str | None = None,
+        tags: Iterable[str] = (),
+        at: datetime | None = None,
+    ) -> list[BudgetStatus]:
+        """Where each budget stands in its current period: spent, projected, ``state`` (ok,
+        warning, over) and the reason in words; over first.
+
+        With no filter every budget; with the keys of a call about to be made (its model, and
+        provider, tool and thread tags when known), the budgets that call would count against:
+        the store's, and those on that model, provider (inferred from the model when not
+        given), tool or tag. Fast enough to call before every request: it reads a small
+        summary that this process's own messages are added to as they are recorded; other
+        processes' writes, a reprice or a prune (and, for a tag budget, counted by thread,
+        this process's messages too) show within ``BUDGET_REFRESH_S`` seconds, when the summary
+        is read again in the background. ``at``: the status at another time, computed in full."""
+        model = v.optional_text(model, "model", max_length=200) or None
+        provider = v.optional_provider(provider) or None
+        tool_name = v.optional_text(tool_name, "tool_name", max_length=200) or None
+        tag_list = list(v.check_tags(tags, "tags"))
+        when = v.optional_utc(at, "at")
+        call: dict[str, Any] | None = None
+        if model or provider or tool_name or tag_list:
+            if provider is None and model:
+                provider = canonical_provider(self.prices.provider_of(model))
+            call = {"model": model, "provider": provider, "tool_name": tool_name, "tags": tag_list}
+        moment = when or now()
+        day = moment.date()
+        summary = self._load_budget_summary(day) if when is not None else self._budget_summary(day)
+        states = [status_of(b, summary.spent[b.id], moment) for b in summary.budgets if budget_applies(b, call)]
+        order = {"over": 0, "warning": 1, "ok": 2}
+        return sorted(states, key=lambda s: (order[s.state], -s.fraction))
+
+    def _budget_summary(self, today: date) -> _BudgetSummary:
+        with self._budget_lock:
+            summary = self._budget_cache
+            age = time.monotonic() - summary.loaded if summary is not None else math.inf
+            if summary is not None and summary.today == today and age <= self.BUDGET_STALE_S:
+                if age > self.BUDGET_REFRESH_S and not self._budget_refreshing:
+                    self._budget_refreshing = True
+                    if self._budget_worker is None:
+                        # One long-lived thread (so one database connection), not one per refresh.
+                        self._budget_worker = ThreadPoolExecutor(1, thread_name_prefix="budget-summary")
+                    self._budget_worker.submit(self._refresh_budget_summary, today)
+                return summary
+            writes = self._budget_writes
+        # None yet, a new day, or too old (is the background refresh failing?): read it here,
+        # so an error reaches the caller.
+        summary = self._load_budget_summary(today)
+        self._install_budget_summary(summary, writes)
+        return summary
+
+    def _refresh_budget_summary(self, today: date) -> None:
+        with self._budget_lock:
+            writes = self._budget_writes
+            previous = self._budget_cache
+        try:
+            summary = self._load_budget_summary(today, previous=previous)
+        except Exception:
+            # Kept, and logged: the first call past BUDGET_STALE_S reads it itself and gets the error.
+            log.warning("reading the budget summary failed; the previous one is kept", exc_info=True)
+            with self._budget_lock:
+                self._budget_refreshing = False
+            return
+        self._install_budget_summary(summary, writes)
+
+    def _install_budget_summary(self, summary: _BudgetSummary, writes: int) -> None:
+        with self._budget_lock:
+            self._budget_refreshing = False
+            if self._budget_writes != writes:
+                # This process wrote while the summary was read (maybe after it read the rollup):
+                # take it, but read it again on the next call.
+                summary.loaded -= self.BUDGET_REFRESH_S
+            self._budget_cache = summary
+
+    def _count_for_budgets(self, messages: Iterable[Message]) -> None:
+        """Add this process's new messages to the budget summary (tag budgets, counted by thread,
+        wait for its next reading). A retried message already counted is not added twice."""
+        with self._budget_lock:
+            self._budget_writes += 1
+            summary = self._budget_cache
+            if summary is None:
+                return
+            for m in messages:
+                day = m.created_at.date()
+                if m.cost_usd is None or m.id in summary.counted or day > summary.today:
+                    continue
+                summary.counted.add(m.id)
+                row = [(day.isoformat(), m.model, m.provider, m.tool_name, m.cost_usd)]
+                for b in summary.budgets:
+                    if b.scope != "tag":
+                        summary.spent[b.id] += rollup_spend(b, row, summary.starts[b.id].isoformat())
+
+    def _load_budget_summary(self, today: date, previous: _BudgetSummary | None = None) -> _BudgetSummary:
+        """The budgets and each one's spend in its current period, today included. The days
+        before today are taken from ``previous`` when it is of the same day and budgets and
+        they were read less than ``BUDGET_PAST_S`` ago (so a refresh reads today only)."""
+        budgets = self._list_budgets()
+        starts = {b.id: period_bounds(b.period, today)[0] for b in budgets}
+        loaded = time.monotonic()
+        if (
+            previous is not None
+            and previous.today == today
+            and previous.starts == starts
+            and loaded - previous.past_loaded <= self.BUDGET_PAST_S
+        ):
+            past, past_loaded = previous.past, previous.past_loaded
+        else:
+            yesterday = today - timedelta(days=1)
+            past, past_loaded = self._budget_spend(budgets, starts, last_day=yesterday, tags_until=yesterday), loaded
+        # Today: the rollup's rows of today, and the threads started today (a tag budget's).
+        now_spent = self._budget_spend(budgets, dict.fromkeys(starts, today), last_day=today, tags_until=today)
+        spent = {b.id: past[b.id] + now_spent[b.id] for b in budgets}
+        return _BudgetSummary(today, loaded, budgets, starts, spent, past, past_loaded)
+
+    def _budget_spend(
+        self, budgets: list[Budget], starts: dict[str, date], *, last_day: date, tags_until: date
+    ) -> dict[str, float]:
+        """Each budget's spend from its start day to ``last_day`` (none when it starts after)."""
+        spent = dict.fromkeys(starts, 0.0)
+        rollup = [b for b in budgets if b.scope != "tag" and starts[b.id] <= last_day]
+        if rollup:
+            rows = self._usage_rows(
+                ["day", "model", "provider", "tool_name"],
+                first_day=min(starts[b.id] for b in rollup).isoformat(),
+                last_day=last_day.isoformat(),
+                model=None,
+                provider=None,
+                tool_name=None,
+            )
+            cost_at = 4 + USAGE_COLUMNS.index("cost_usd")
+            day_rows = [(str(r[0])[:10], r[1], r[2], r[3], r[cost_at]) for r in rows]
+            for b in rollup:
+                spent[b.id] = rollup_spend(b, day_rows, starts[b.id].isoformat())
+        by_start: dict[date, list[Budget]] = {}
+        for b in budgets:
+            if b.scope == "tag" and b.key and starts[b.id] <= tags_until:
+                by_start.setdefault(starts[b.id], []).append(b)
+        for start, group in by_start.items():
+            keys = sorted({b.key or "" for b in group})
+            costs = self._tag_costs(keys, first_day=start.isoformat(), last_day=tags_until.isoformat())
+            for b in group:
+                spent[b.id] = costs.get(b.key or "", 0.0)
+        return spent
+
     # -- maintenance -------------------------------------------------------------------
 
     def reprice(
@@ -736,15 +1071,99 @@ class Store(abc.ABC):
         a datetime) with their messages; then the files that no remaining thread uses and
         that nobody uploaded since the cutoff, with their bytes. Rollups and totals are
         corrected in the same transaction. ``dry_run``: count, change nothing."""
-        if isinstance(older_than, timedelta):
-            if older_than <= timedelta(0):
-                raise ValidationError("older_than", "must be a positive duration")
-            # Longer than datetime reaches back: the cutoff is the first instant there is.
-            cutoff = now() - older_than if older_than < now() - _EARLIEST else _EARLIEST
-        else:
-            cutoff = v.to_utc(older_than, "older_than")
-        result = self._prune(cutoff, dry_run=bool(dry_run))
+        result = self._prune(cutoff_of(older_than, "older_than"), dry_run=bool(dry_run))
         return result
+
+    REDACT_SEARCH_PAGE = 500  # hits read per round of redact(query=...): search's own maximum
+
+    def redact(
+        self,
+        *,
+        continuation_id: str | None = None,
+        user_id: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        query: str | None = None,
+        dry_run: bool = False,
+    ) -> RedactResult:
+        """Erase the text of threads and uploads, keep their numbers (persistence/redaction.py).
+
+        Exactly one selector: one thread (``continuation_id``), every thread and upload of a
+        user (``user_id``), threads inactive since a cutoff and uploads made before it, with
+        no thread (``older_than``: a duration or a datetime, as for :meth:`prune`), or every thread
+        with a message that matches a search ``query`` (search syntax). Message content,
+        snippets (the full-text index), titles, summaries, metadata and file names/descriptions
+        are erased and the bytes of stored objects no unredacted upload refers to are
+        deleted, while tokens, costs, models, tools, tags and timestamps stay: totals,
+        the daily rollup and every report are unchanged. ``dry_run``: count, change nothing
+        (with ``query``, it counts the threads of the first ``REDACT_SEARCH_PAGE`` hits)."""
+        given = [
+            name
+            for name, value in (
+                ("continuation_id", continuation_id),
+                ("user_id", user_id),
+                ("older_than", older_than),
+                ("query", query),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValidationError(
+                "redact",
+                "give exactly one of continuation_id, user_id, older_than, query"
+                + (f" (got {', '.join(given)})" if given else ""),
+            )
+        if continuation_id is not None:
+            return self._redact(
+                continuation_ids=[v.check_id(continuation_id, "continuation_id")],
+                user_id=None,
+                cutoff=None,
+                dry_run=bool(dry_run),
+            )
+        if user_id is not None:
+            uid = v.optional_uuid(user_id, "user_id")
+            return self._redact(continuation_ids=None, user_id=uid, cutoff=None, dry_run=bool(dry_run))
+        if older_than is not None:
+            return self._redact(
+                continuation_ids=None, user_id=None, cutoff=cutoff_of(older_than, "older_than"), dry_run=bool(dry_run)
+            )
+        if not isinstance(query, str):
+            raise ValidationError("query", f"expected a string, got {type(query).__name__}")
+        clauses = parse_query(v.clean_text(query))
+        if not clauses:
+            raise ValidationError("query", "has nothing to search for: it would select no thread")
+        total = RedactResult(dry_run=bool(dry_run))
+        seen: set[str] = set()
+        # Each round redacts the threads of one page of hits, whose messages then leave the
+        # index, so the next round finds the rest: every match, at search's bounded cost a round.
+        while True:
+            hits = self._search(
+                clauses,
+                limit=self.REDACT_SEARCH_PAGE,
+                since=None,
+                until=None,
+                model=None,
+                role=None,
+                continuation_id=None,
+                order="recent",
+            )
+            ids = sorted({h.continuation_id for h in hits})
+            if not ids:
+                return total
+            if not dry_run and seen.issuperset(ids):
+                # Redacted threads that still match: the index kept their text. Never loop on it.
+                raise PersistenceError(f"redact: threads {', '.join(ids[:3])} still match {query!r} after redaction")
+            seen.update(ids)
+            done = self._redact(continuation_ids=ids, user_id=None, cutoff=None, dry_run=bool(dry_run))
+            total = RedactResult(
+                conversations=total.conversations + done.conversations,
+                messages=total.messages + done.messages,
+                uploads=total.uploads + done.uploads,
+                files=total.files + done.files,
+                bytes=total.bytes + done.bytes,
+                dry_run=bool(dry_run),
+            )
+            if dry_run or done.messages == 0:
+                return total
 
     def record_provider_file(
         self,
@@ -795,10 +1214,43 @@ class Store(abc.ABC):
         """Every provider upload on record (expired ones included), oldest first."""
         return self._list_provider_files()
 
-    def doctor(self) -> dict[str, Any]:
+    def doctor(self, *, quick: bool = False, progress: DoctorProgress | None = None) -> dict[str, Any]:
         """Health and size figures of the store. ``python -m persistence doctor`` and the app
-        add the figures of its write outbox (:func:`persistence.outbox.doctor`)."""
-        return self._doctor()
+        add the figures of its write outbox (:func:`persistence.outbox.doctor`).
+
+        The full check (the CLI's) reads every page of the database (SQLite's integrity check)
+        and checks every stored file's bytes, so it takes seconds on a large store; it calls
+        ``progress(step, done, total)`` as it goes and records its findings in the store.
+        ``quick=True`` (the app's, well under 100 ms at a million messages) reads only the
+        counts, what is known of damage without a page-by-page read, and the last full
+        check's findings with ``last_full_check_at`` and ``last_full_check_age_s`` (None
+        when no full check was ever recorded).
+        """
+        if quick:
+            report = self._doctor_quick()
+            last = report.pop("last_full_check", None) or {}
+            for key in FULL_CHECK_FINDINGS:  # what the quick check found itself (damage) comes first
+                if report.get(key) is None:
+                    report[key] = last.get(key)
+            at = last.get("at")
+            report["last_full_check_at"] = at
+            report["last_full_check_age_s"] = (
+                round((now() - datetime.fromisoformat(at)).total_seconds(), 1) if at else None
+            )
+            report["last_full_check_seconds"] = last.get("seconds")
+            return report
+        started = time.perf_counter()
+        report = self._doctor(progress)
+        record = {key: report[key] for key in FULL_CHECK_FINDINGS if key in report}
+        record.update(at=now().isoformat(timespec="seconds"), seconds=round(time.perf_counter() - started, 3))
+        try:
+            report["full_check_recorded"] = self._record_full_check(record)
+        except PersistenceError as exc:
+            # A doctor that cannot write (a full disk, a dropped connection) still reports what
+            # it found; the quick check then shows the previous full check, with its age.
+            report["full_check_recorded"] = False
+            report["full_check_not_recorded"] = str(exc)
+        return report
 
     # -- backend primitives ------------------------------------------------------------
 
@@ -862,6 +1314,18 @@ class Store(abc.ABC):
     ) -> list[SearchHit]: ...
 
     @abc.abstractmethod
+    def _count_search(
+        self,
+        clauses: list[Clause],
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+    ) -> int: ...
+
+    @abc.abstractmethod
     def _open_file(self, file_id: str) -> BinaryIO: ...
 
     @abc.abstractmethod
@@ -906,6 +1370,33 @@ class Store(abc.ABC):
     def _facets(self) -> dict[str, list[str]]: ...
 
     @abc.abstractmethod
+    def _save_budget(self, budget: Budget) -> Budget:
+        """Insert the budget, or change the limit of the one with its scope, key and period
+        (keeping its id and created_at); the stored budget."""
+
+    @abc.abstractmethod
+    def _list_budgets(self) -> list[Budget]: ...
+
+    @abc.abstractmethod
+    def _delete_budget(self, budget_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _tag_costs(self, tags: list[str], *, first_day: str, last_day: str) -> dict[str, float]:
+        """For each tag, the summed cost of the threads carrying it that started on a UTC day
+        in [first_day, last_day] (a tag budget's spend; the rollup has no tags)."""
+
+    @abc.abstractmethod
+    def _thread_costs(self, first_day: str, last_day: str) -> list[Sequence[Any]]:
+        """Rows of (continuation_id, title, tool_name, start day 'YYYY-MM-DD', cost_usd,
+        total_tokens) of the threads started on a UTC day in [first_day, last_day]."""
+
+    @abc.abstractmethod
+    def _top_threads(self, day: str, dimension: str, key: str, limit: int) -> list[Sequence[Any]]:
+        """Rows of (continuation_id, title, tool_name, cost_usd, total_tokens) of that UTC day's
+        messages whose ``dimension`` (model, provider, tool_name) is ``key``, summed by thread,
+        costliest first: who is behind a flagged day (one day of one key: bounded)."""
+
+    @abc.abstractmethod
     def _reprice(self, *, since: datetime | None, until: datetime | None, model: str | None) -> RepriceResult: ...
 
     @abc.abstractmethod
@@ -915,10 +1406,26 @@ class Store(abc.ABC):
     def _import_batch(self, batch: list[Any]) -> ImportResult: ...
 
     @abc.abstractmethod
-    def _doctor(self) -> dict[str, Any]: ...
+    def _doctor(self, progress: DoctorProgress | None) -> dict[str, Any]:
+        """The full check's report (see :meth:`doctor`)."""
+
+    @abc.abstractmethod
+    def _doctor_quick(self) -> dict[str, Any]:
+        """The quick check's report, with the recorded full check (or None) as ``last_full_check``."""
+
+    @abc.abstractmethod
+    def _record_full_check(self, findings: dict[str, Any]) -> bool:
+        """Keep a full check's findings for the quick check; False when the store cannot be
+        written (read-only, or known to be damaged)."""
 
     @abc.abstractmethod
     def _prune(self, cutoff: datetime, *, dry_run: bool) -> PruneResult: ...
+
+    @abc.abstractmethod
+    def _redact(
+        self, *, continuation_ids: list[str] | None, user_id: str | None, cutoff: datetime | None, dry_run: bool
+    ) -> RedactResult:
+        """Redact the selected threads (and uploads); exactly one selector is given."""
 
     @abc.abstractmethod
     def _record_provider_file(
@@ -988,3 +1495,33 @@ def _add_results(a: ImportResult, b: ImportResult) -> ImportResult:
 
 def day_of(ts: datetime | date) -> str:
     return (ts.date() if isinstance(ts, datetime) else ts).isoformat()
+
+
+@dataclasses.dataclass(slots=True)
+class _BudgetSummary:
+    """What budget_status reads: every budget and its spend in the period containing ``today``."""
+
+    today: date
+    loaded: float  # time.monotonic() when read
+    budgets: list[Budget]
+    starts: dict[str, date]  # budget id -> first day of its current period
+    spent: dict[str, float]  # budget id -> spend in it so far
+    past: dict[str, float]  # ... of which on the days before today
+    past_loaded: float  # time.monotonic() when those were read
+    counted: set[str] = dataclasses.field(default_factory=set)  # ids of messages added since read
+
+
+def _amount(
+    value: object, field: str, *, maximum: float = math.inf, allow_zero: bool = False, whole: bool = False
+) -> float:
+    """A finite number > 0 (>= 0 with allow_zero) and <= maximum, or a ValidationError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+        raise ValidationError(field, f"expected {'an integer' if whole else 'a number'}, got {v.shown(value)}")
+    x = float(value)
+    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero) or x > maximum:
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise ValidationError(
+            field,
+            f"must be {bound}{'' if maximum == math.inf else f' and at most {maximum:,.0f}'}; got {v.shown(value)}",
+        )
+    return x

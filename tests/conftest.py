@@ -1,7 +1,10 @@
 """Shared fixtures: every store lives in a temp dir and is closed after the test.
 
 ``store`` is parametrized over ``BACKENDS``: a test that takes it runs the same scenario on
-every backend (the conformance suite). ``sqlite_store`` is for SQLite-only behaviour.
+every backend (the conformance suite). ``supabase_user`` is the Supabase backend opened as a
+signed-in user (``SIGNED_IN_USER``: role ``authenticated``, the anon key and the user's token),
+so row level security applies; what only the server may do raises ``ServerOnlyError`` there
+(``signed_in(store)`` tells a test which it has). ``sqlite_store`` is for SQLite-only behaviour.
 
 Postgres and Supabase run against the real Postgres at 127.0.0.1:5432 (user postgres, trust
 auth; ``PERSISTENCE_TEST_POSTGRES_URL`` points elsewhere): one database per test session,
@@ -31,7 +34,9 @@ import pytest
 import persistence
 from persistence.backends.sqlite.store import SQLiteStore
 
-BACKENDS = ["sqlite", "postgres", "supabase"]
+BACKENDS = ["sqlite", "postgres", "supabase", "supabase_user"]
+# The user the ``supabase_user`` store is signed in as.
+SIGNED_IN_USER = "5e1f0000-0000-4000-8000-00000000a11c"
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # The skips CI accepts: tests that need what CI does not have by design (a real Supabase project),
@@ -50,6 +55,7 @@ STANDIN_JWT_SECRET = "standin-jwt-secret-for-tests-only-0123456789"
 PG_TABLES = (
     "public.conversations, public.messages, public.files, public.file_uploads, public.conversation_files, "
     "public.provider_files, public.usage_daily, public.model_prices, public.store_meta, public.blob_sweeps, "
+    "public.budgets, "
     "storage.objects"
 )
 
@@ -150,18 +156,51 @@ def pg_url(pg_session_db: str, standin: Any) -> str:
     return pg_session_db
 
 
-def open_supabase(standin: Any, role: str = "service_role", **env: str) -> Any:
-    """A SupabaseStore: the real client, through the stand-in, with this role's key."""
+def open_supabase(standin: Any, role: str = "service_role", *, user: str | None = None, **env: str) -> Any:
+    """A SupabaseStore: the real client, through the stand-in, with this role's key; with
+    ``user``, signed in as that user (the anon key, and the user's token as the client sends
+    it after sign-in)."""
     from persistence.backends.postgres.supabase_store import SupabaseStore
 
+    if user is not None:
+        return SupabaseStore(
+            env={"SUPABASE_URL": "http://supabase.test", "SUPABASE_ANON_KEY": standin.anon_key, **env},
+            access_token=standin.token("authenticated", user),
+            http_client=standin.client(),
+        )
     return SupabaseStore(
         env={"SUPABASE_URL": "http://supabase.test", "SUPABASE_SERVICE_ROLE_KEY": standin.token(role), **env},
         http_client=standin.client(),
     )
 
 
+def signed_in(store: Any) -> bool:
+    """True for a store opened as a signed-in user (the ``supabase_user`` backend)."""
+    return getattr(store, "backend", None) == "supabase" and not store.is_server
+
+
+def assert_server_only(call: Any, what: str) -> None:
+    """On a signed-in user's store, ``call()`` is refused with ServerOnlyError naming ``what``
+    (the scenario the test runs with the service role key is the server's only)."""
+    from persistence.errors import ServerOnlyError
+
+    with pytest.raises(ServerOnlyError, match=what):
+        call()
+
+
+def server_side(store: Any) -> Any:
+    """The store a test's setup uses for what only the server may do (adding prices): the
+    store itself, or for a signed-in user's store the server's store of the same project
+    (opened once, closed with the test)."""
+    return store.server_for_tests() if signed_in(store) else store
+
+
 def _backend_params() -> list[Any]:
-    marks = {"postgres": [pytest.mark.postgres], "supabase": [pytest.mark.postgres]}
+    marks = {
+        "postgres": [pytest.mark.postgres],
+        "supabase": [pytest.mark.postgres],
+        "supabase_user": [pytest.mark.postgres],
+    }
     return [pytest.param(name, marks=marks.get(name, [])) for name in BACKENDS]
 
 
@@ -237,7 +276,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[persistenc
     elif request.param == "supabase":
         request.getfixturevalue("pg_url")
         s = open_supabase(request.getfixturevalue("standin"))
+    elif request.param == "supabase_user":
+        request.getfixturevalue("pg_url")
+        standin = request.getfixturevalue("standin")
+        # The server opened the project first (it syncs the package's prices, which a user
+        # may not); the test then works as a signed-in user, as an app's client does.
+        server = open_supabase(standin)
+        s = open_supabase(standin, user=SIGNED_IN_USER)
+        s.server_for_tests = lambda: server  # type: ignore[attr-defined]  # see server_side
     else:  # pragma: no cover
         raise AssertionError(f"unknown backend {request.param}")
     yield s
     s.close()
+    if request.param == "supabase_user":
+        server.close()

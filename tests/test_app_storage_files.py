@@ -10,7 +10,7 @@ import pytest
 from app_seed import AT, XSS_THREAD, app_store, app_url, open_page, plotly_figure, plotly_values, seeded_folder
 
 import persistence
-from persistence.formatting import size
+from persistence.formatting import size, thread_cost
 
 __all__ = ["app_store", "app_url", "seeded_folder"]
 pytestmark = pytest.mark.usefixtures("app_url")
@@ -30,6 +30,33 @@ def test_storage_totals_and_dedup_savings(app_store: persistence.Store) -> None:
     fig = plotly_figure(at, "storage_by_day")
     stored = next(tr for tr in fig["data"] if tr["name"] == "Stored")
     assert sum(plotly_values(stored["y"])) == int(t["bytes"])
+
+
+def test_a_period_of_only_duplicate_uploads_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploads that all repeat stored bytes store 0 B: the page says dedup kept them, and the
+    chart still spans the whole period."""
+    url = f"sqlite:///{tmp_path / 'dups.db'}"
+    store = persistence.open_store(url)
+    try:
+        store.put_file(b"pool:\n  size: 20\n", filename="first.yaml", created_at=AT - timedelta(days=10))
+        for i in range(3):
+            store.put_file(b"pool:\n  size: 20\n", filename=f"again-{i}.yaml", created_at=AT + timedelta(hours=i))
+    finally:
+        store.close()
+    monkeypatch.setenv("PERSISTENCE_URL", url)
+    at = open_page("storage", period="custom", **{"from": "2026-01-18", "to": "2026-01-24"})
+    assert not at.exception
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Stored"].value == "0 B new"
+    assert metrics["Stored"].delta == "all 3 uploads were duplicates of stored files"
+    assert metrics["Uploads / files"].value == "3 / 0"
+    days = plotly_values(plotly_figure(at, "storage_by_day")["data"][0]["x"])
+    assert len(days) == 7 and str(days[0]).startswith("2026-01-18")
+
+
+def test_unused_files_say_they_are_all_time() -> None:
+    at = open_page("storage", period="custom", **{"from": "2026-01-18", "to": "2026-01-24"})
+    assert any(c.value.startswith("All time") and "prune" in c.value for c in at.caption)
 
 
 def test_largest_and_unused_files(app_store: persistence.Store) -> None:
@@ -95,7 +122,10 @@ def test_selecting_a_file_shows_who_used_it(app_store: persistence.Store) -> Non
     at.run()
     assert not at.exception
     assert at.subheader[0].value == "pool\\-config\\.yaml"
-    assert any(p.proto.query_string == f"thread={XSS_THREAD}" for p in at.get("page_link"))
+    used_by = next(h.value for h in at.html if "tl-list" in h.value)
+    assert f'href="thread?thread={XSS_THREAD}"' in used_by
+    conv = app_store.get_conversation(XSS_THREAD, last=0)
+    assert conv is not None and f">{thread_cost(conv.cost_usd, conv.unpriced_messages)}</span>" in used_by
     assert any(b.proto.label == "Download" for b in at.download_button)
 
 
@@ -126,3 +156,18 @@ def test_files_next_and_previous_page(tmp_path: Path, monkeypatch: pytest.Monkey
     assert at.button(key="files_next").disabled and not at.button(key="files_prev").disabled
     at.button(key="files_prev").click().run()
     assert list(at.dataframe[0].value["File"]) == newest_first[:50]
+
+
+def test_files_filters_and_order_come_back_from_the_url(app_store: persistence.Store) -> None:
+    at = open_page("files", period="all", files_unused="true")
+    assert not at.exception
+    assert at.toggle(key="files_unused").value
+    assert list(at.dataframe[0].value["File"]) == ["orphan.txt"]
+    at = open_page("files", period="all", files_thread=XSS_THREAD, files_order="size")
+    assert at.text_input(key="files_thread").value == XSS_THREAD
+    assert at.segmented_control(key="files_order").value == "size"
+    assert list(at.dataframe[0].value["File"]) == ["pool-config.yaml"]
+    at = open_page("files", period="all", files_order="size")
+    sizes = list(at.dataframe[0].value["Size"])
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes == [f.size for f in app_store.list_files(order="size", limit=50).items]

@@ -181,10 +181,63 @@ def test_a_sqlite_search_stops_at_the_time_limit(tmp_path: Path, monkeypatch: py
         )
         monkeypatch.setattr(sqlite_store, "SEARCH_TIME_LIMIT_S", -1.0)  # every search is over it
         with pytest.raises(ValidationError, match="stopped at the search time limit") as stopped:
-            store.search("pool", limit=5)
+            store.search("pool", limit=500)  # long enough for the handler to be called
         assert stopped.value.field == "query"
         monkeypatch.setattr(sqlite_store, "SEARCH_TIME_LIMIT_S", 2.0)
         assert len(store.search("pool", limit=5)) == 5
         assert store.get_conversation("t-slow") is not None
     finally:
         store.close()
+
+
+def test_a_short_prefix_is_refused_naming_the_limit(store: persistence.Store) -> None:
+    """``s*`` merged the index entries of every word starting with s (seconds at a million
+    messages on both backends): a prefix has at least MIN_PREFIX_CHARS characters."""
+    from persistence.search_query import MIN_PREFIX_CHARS
+
+    store.record_message("t-prefix", "user", "connection pool sizing")
+    for query in ("s*", "con*", '"connection p"*', "pool OR c*"):
+        with pytest.raises(ValidationError) as err:
+            store.search(query)
+        assert err.value.field == "query"
+        assert f"at least {MIN_PREFIX_CHARS} characters" in err.value.message
+    assert len(store.search("conn*")) == 1  # at the limit: accepted
+    assert len(store.search("池*")) == 0  # a CJK prefix counts by the number of prefixes instead
+
+
+def test_more_prefixes_than_the_limit_are_refused_naming_it(store: persistence.Store) -> None:
+    """A single Chinese character is a prefix of the character pairs it starts: 64 of them
+    OR'd took minutes on SQLite. At most MAX_QUERY_PREFIXES prefixes, CJK characters included."""
+    from persistence.search_query import MAX_QUERY_PREFIXES
+
+    store.record_message("t-prefixes", "user", "数据库连接池 and the connection pool")
+    at_limit = " OR ".join("数据库连"[:MAX_QUERY_PREFIXES])
+    assert len(store.search(at_limit)) == 1
+    for over in (at_limit + " OR 池", " OR ".join(["conn*", "pool*", "data*", "sizi*", "libr*"])):
+        with pytest.raises(ValidationError) as err:
+            store.search(over)
+        assert err.value.field == "query" and f"at most {MAX_QUERY_PREFIXES} prefixes" in err.value.message
+
+
+def test_more_exclusions_than_the_limit_are_refused_naming_it(store: persistence.Store) -> None:
+    """``queue`` minus 63 common words checked every match of ``queue`` against 63 lists
+    (over a second at a million messages): at most MAX_QUERY_EXCLUSIONS exclusions."""
+    from persistence.search_query import MAX_QUERY_EXCLUSIONS
+
+    store.record_message("t-excl", "user", "the queue drains slowly")
+    store.record_message("t-excl", "user", "the queue drains fast")
+    words = [f"word{i}" for i in range(MAX_QUERY_EXCLUSIONS - 1)]
+    at_limit = "queue " + " ".join(f"-{w}" for w in [*words, "fast"])
+    assert [h.message.content for h in store.search(at_limit)] == ["the queue drains slowly"]
+    for over in (at_limit + " -more", 'queue -"one phrase" ' + " ".join(f"-{w}" for w in [*words, "x"])):
+        with pytest.raises(ValidationError) as err:
+            store.search(over)
+        assert err.value.field == "query" and f"at most {MAX_QUERY_EXCLUSIONS} words or phrases" in err.value.message
+    assert len(store.search("queue --flag")) == 0  # --flag is a word to find, not an exclusion
+
+
+def test_a_word_typed_many_times_is_searched_once() -> None:
+    """64 copies of one word were 64 lookups (and 64 bm25 passes over its matches)."""
+    assert parse_query(" ".join(["unacknowledged"] * MAX_QUERY_WORDS)) == parse_query("unacknowledged")
+    assert len(parse_query("pool -cache pool -cache")) == 2
+    assert len(parse_query("pool cache pool OR queue")) == 3  # "pool OR queue" is another clause: kept

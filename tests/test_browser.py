@@ -15,11 +15,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from app_seed import XSS_THREAD, seeded_url, streamlit_running
+from app_seed import LONG_THREAD, XSS_THREAD, seeded_url, streamlit_running
 from conftest import IN_CI
 
 import persistence
@@ -211,7 +212,7 @@ def test_search_then_open_the_hit_in_its_thread(server: tuple[str, str], tab: Ta
     box = tab.page.get_by_label("Search messages", exact=True).and_(tab.page.locator("input"))
     box.fill("zebracorn")
     box.press("Enter")
-    hit = tab.page.locator("[data-testid=stPageLink] a", has_text="· #2")
+    hit = tab.page.locator("a.tl-hit", has_text="#2")
     hit.wait_for(timeout=30_000)
     # Streamlit streams elements: the hit's link can be drawn before its snippet, so wait for the
     # highlight rather than counting at once (a bare count flaked under CI load).
@@ -279,3 +280,189 @@ def test_the_app_asks_no_other_server(server: tuple[str, str], tab: Tab) -> None
         tab.goto(f"{base}/{path}{query}")
     tab.page.wait_for_timeout(1000)  # anything a page asks for late
     tab.assert_no_error("every page")
+
+
+# -- how the pages look at a desktop and a phone width (issue 14, "Looks") ----------------------
+
+LOOK_PAGES = {
+    "overview": "?period=all",
+    "threads": "threads?period=all",
+    "thread": f"thread?thread={LONG_THREAD}",
+    "usage": "usage?period=all",
+}
+DESKTOP, PHONE = (1440, 900), (390, 844)
+
+
+def page_facts(tab: Tab) -> dict[str, Any]:
+    """What a reader would notice is wrong: a page wider than the screen, costs or titles cut off
+    at the right edge, a chart toolbar, a title longer than two lines."""
+    return dict(
+        tab.page.evaluate(
+            """() => {
+            const width = window.innerWidth;
+            const main = document.querySelector('[data-testid=stMain]');
+            const h1 = document.querySelector('[data-testid=stMainBlockContainer] h1');
+            const lineHeight = h1 ? parseFloat(getComputedStyle(h1).lineHeight) : 0;
+            const costs = [...document.querySelectorAll('.tl-cost')];
+            return {
+                sideways: Math.max(document.documentElement.scrollWidth, main ? main.scrollWidth : 0) - width,
+                costs: costs.length,
+                costsCut: costs.filter(e => e.getBoundingClientRect().right > width + 1).length,
+                costsHidden: costs.filter(e => e.getBoundingClientRect().width === 0).length,
+                toolbars: document.querySelectorAll('.modebar-container .modebar, .modebar-btn').length,
+                charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+                titleLines: h1 && lineHeight ? Math.round(h1.getBoundingClientRect().height / lineHeight) : 0,
+                title: h1 ? h1.innerText.trim() : '',
+                metrics: document.querySelectorAll('[data-testid=stMetric]').length,
+                messages: document.querySelectorAll('[data-testid=stChatMessage]').length,
+                linkLines: Math.max(0, ...[...document.querySelectorAll('[data-testid=stPageLink] p')].map(
+                    p => Math.round(p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight)))),
+            };
+        }"""
+        )
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [DESKTOP, PHONE], ids=["1440px", "390px"])
+def test_pages_fit_desktop_and_phone_widths(
+    server: tuple[str, str], browser: object, artifacts: Path, width: int, height: int
+) -> None:
+    """Overview, Threads, a Thread and Usage at 1440 px and 390 px: a screenshot each in the test
+    artifacts, real content on each, nothing important off-screen (no sideways scroll, every
+    cost in view), no chart toolbar, titles in two lines at most."""
+    base, _ = server
+    tab = Tab(browser)
+    try:
+        tab.page.set_viewport_size({"width": width, "height": height})
+        for name, path in LOOK_PAGES.items():
+            tab.goto(f"{base}/{path}")
+            if name in ("overview", "usage"):
+                tab.page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+            facts = page_facts(tab)
+            # The app scrolls inside its main pane, so a "full page" shot is one screen: make the
+            # window as tall as the page for the picture, then give it its height back.
+            tall = int(tab.page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight"))
+            tab.page.set_viewport_size({"width": width, "height": min(max(tall, height), 8000)})
+            tab.page.wait_for_timeout(500)
+            tab.page.screenshot(path=str(artifacts / f"{name}-{width}px.png"), full_page=True)
+            tab.page.set_viewport_size({"width": width, "height": height})
+            where = f"{name} at {width} px"
+            tab.assert_no_error(where)
+            assert facts["title"], where
+            assert int(facts["sideways"]) <= 1, f"{where}: the page scrolls sideways by {facts['sideways']} px"
+            assert facts["toolbars"] == 0, f"{where}: a chart shows its toolbar"
+            assert 1 <= int(facts["titleLines"]) <= 2, f"{where}: the title takes {facts['titleLines']} lines"
+            assert int(facts["linkLines"]) <= 2, f"{where}: a thread link takes {facts['linkLines']} lines"
+            if name == "overview":
+                assert int(facts["metrics"]) >= 4 and int(facts["charts"]) >= 1, where
+            elif name == "threads":
+                assert int(facts["costs"]) >= 10, f"{where}: {facts}"
+                assert facts["costsCut"] == 0 and facts["costsHidden"] == 0, f"{where}: a cost is off-screen: {facts}"
+            elif name == "thread":
+                assert int(facts["messages"]) >= 10, where
+            elif name == "usage":
+                assert int(facts["charts"]) >= 2, where
+    finally:
+        tab.close()
+
+
+# -- state that survives, and the cost rule, in a real browser (issue 14) -----------------------
+
+
+def test_search_then_a_hit_then_back_returns_the_filled_search(
+    server: tuple[str, str], tab: Tab, artifacts: Path
+) -> None:
+    """Back from a hit lands on the search as it was: the query in the box and in the address,
+    the same hits drawn (a thread link is a plain link: one history entry)."""
+    from playwright.sync_api import expect
+
+    base, _ = server
+    tab.goto(f"{base}/search?period=all")
+    box = tab.page.get_by_label("Search messages", exact=True).and_(tab.page.locator("input"))
+    box.fill("zebracorn")
+    box.press("Enter")
+    hit = tab.page.locator("a.tl-hit", has_text="#2")
+    hit.wait_for(timeout=30_000)
+    tab.page.wait_for_function("() => location.search.includes('q=zebracorn')", timeout=30_000)
+    hit.click()
+    tab.page.wait_for_url("**/thread?*", timeout=30_000)
+    tab.settle()
+    assert f"thread={XSS_THREAD}" in tab.page.url
+    tab.page.go_back()
+    tab.page.wait_for_url("**/search?*", timeout=30_000)
+    tab.settle()
+    assert "q=zebracorn" in tab.page.url and "period=all" in tab.page.url, tab.page.url
+    box = tab.page.get_by_label("Search messages", exact=True).and_(tab.page.locator("input"))
+    expect(box).to_have_value("zebracorn", timeout=30_000)
+    expect(tab.page.locator("a.tl-hit", has_text="#2")).to_have_count(1, timeout=30_000)
+    tab.page.screenshot(path=str(artifacts / "search-after-back.png"), full_page=True)
+    tab.assert_no_error("search after Back")
+
+
+@pytest.fixture(scope="module")
+def costs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `streamlit run app.py` on the cost store (tests/app_costs_seed.py): its costliest thread
+    is its oldest, off the first page by recency; one thread has no priced message."""
+    from app_costs_seed import build
+
+    folder = tmp_path_factory.mktemp("browser-costs")
+    url = f"sqlite:///{folder / 'history.db'}"
+    store = persistence.open_store(url)
+    try:
+        build(store)
+    finally:
+        store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PERSISTENCE_", "SUPABASE_"))}
+    env.update(PERSISTENCE_URL=url, PERSISTENCE_HOME=str(folder / "home"))
+    args = ("--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false")
+    with streamlit_running(env, folder / "streamlit.log", cwd=ROOT, args=args, app="app.py") as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_sort_by_cost_shows_the_costliest_thread_first_and_unpriced_is_never_zero(
+    costs_server: str, browser: object, artifacts: Path
+) -> None:
+    import re
+
+    from app_costs_seed import COSTLY, UNPRICED_ONLY
+    from playwright.sync_api import expect
+
+    bare_zero = re.compile(r"\$0(\.0+)?(?![\d.])")
+    for width, height in ((1440, 1000), (390, 844)):
+        tab = Tab(browser)
+        try:
+            tab.page.set_viewport_size({"width": width, "height": height})
+            tab.goto(f"{costs_server}/threads?period=all")
+            first = tab.page.locator("a.tl-row").first
+            assert COSTLY not in (first.get_attribute("href") or "")  # by recency it is far down
+            unpriced_row = tab.page.locator(f'a.tl-row[href="thread?thread={UNPRICED_ONLY}"]')
+            assert unpriced_row.locator(".tl-cost").inner_text() == "unpriced"
+            for text in tab.page.locator("a.tl-row .tl-cost").all_inner_texts():
+                assert not bare_zero.search(text), text
+            tab.page.get_by_role("radio", name="Cost").click()
+            tab.page.wait_for_url("**sort=cost*", timeout=30_000)
+            expect(tab.page.locator("a.tl-row").first).to_have_attribute(
+                "href", f"thread?thread={COSTLY}", timeout=30_000
+            )
+            tab.settle()
+            row = tab.page.locator("a.tl-row").first
+            cost = row.locator(".tl-cost")
+            assert cost.is_visible() and cost.inner_text().startswith("$")
+            box, page_width = cost.bounding_box(), tab.page.evaluate("document.documentElement.clientWidth")
+            assert box is not None and box["x"] + box["width"] <= page_width, "the cost is off-screen"
+            assert "sorted by cost" in tab.page.locator("[data-testid=stMain]").inner_text()
+            tab.page.screenshot(path=str(artifacts / f"threads-by-cost-{width}.png"), full_page=False)
+            tab.assert_no_error(f"threads by cost at {width} px")
+        finally:
+            tab.close()
+
+    tab = Tab(browser)
+    try:
+        tab.goto(f"{costs_server}/thread?thread={UNPRICED_ONLY}")
+        metric = tab.page.locator("[data-testid=stMetric]", has_text="Cost").first
+        assert "unpriced" in metric.inner_text() and not bare_zero.search(metric.inner_text())
+        chat = " ".join(tab.page.locator("[data-testid=stChatMessage]").all_inner_texts())
+        assert "unpriced" in chat and not bare_zero.search(chat)
+        tab.assert_no_error("unpriced thread")
+    finally:
+        tab.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import assert_server_only, signed_in
 
 import persistence
 from persistence.cli import main
@@ -50,6 +51,9 @@ def same_frame(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 def test_copy_into_every_backend_and_verify(store: persistence.Store, tmp_path: Path) -> None:
+    if signed_in(store):  # a copy brings prices and every owner's rows: the server's only
+        assert_server_only(lambda: copy_store(seeded_source(tmp_path / "source.db"), store), "price table")
+        return
     source = seeded_source(tmp_path / "source.db")
     first = copy_store(source, store)
     assert first.conversations == 40 and first.messages == int(source.usage(())["messages"].iloc[0])
@@ -70,6 +74,9 @@ def test_copy_into_every_backend_and_verify(store: persistence.Store, tmp_path: 
 
 
 def test_an_interrupted_copy_resumes(store: persistence.Store, tmp_path: Path) -> None:
+    if signed_in(store):  # a copy brings prices and every owner's rows: the server's only
+        assert_server_only(lambda: copy_store(seeded_source(tmp_path / "source.db"), store), "price table")
+        return
     source = seeded_source(tmp_path / "source.db")
     uploads = 0
 

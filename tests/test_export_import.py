@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import assert_server_only, signed_in
 
 import persistence
 from persistence import cli
@@ -198,6 +199,9 @@ def round_trip(source: persistence.Store, middle: persistence.Store, final: pers
 def test_round_trip_keeps_every_field(
     source: persistence.Store, store: persistence.Store, final: persistence.Store
 ) -> None:
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     populate(source)
     round_trip(source, store, final)
     # Spot checks of what the comparison covers, so a vacuous export cannot pass.
@@ -235,6 +239,9 @@ def dedup_flags(store: persistence.Store) -> dict[tuple[str | None, str], bool]:
 def test_the_dedup_flag_is_imported_as_exported(source: persistence.Store, store: persistence.Store) -> None:
     """Thread A alone: its shared.txt was deduplicated against thread B's earlier upload, which
     this export leaves out. The flag says what happened when it was uploaded, so it stays."""
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     populate(source)
     only_a = list(source.export_records(until=T0 + timedelta(minutes=1)))
     assert [r["conversation"]["continuation_id"] for r in only_a] == ["thread-a"]
@@ -247,6 +254,9 @@ def test_an_export_without_dedup_flags_gets_them_from_earlier_uploads(
 ) -> None:
     """Exports made before the flag was stored have none: the importing store decides by the
     rule its migration backfilled with (an earlier upload of the same object)."""
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     populate(source)
     assert dedup_flags(source) == DEDUP_FLAGS
     old = records(source)
@@ -260,11 +270,17 @@ def test_an_export_without_dedup_flags_gets_them_from_earlier_uploads(
 def test_round_trip_of_a_demo_store(
     source: persistence.Store, store: persistence.Store, final: persistence.Store
 ) -> None:
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     generate(source, 60, seed=7, end=date(2025, 11, 20), weeks=3)
     round_trip(source, store, final)
 
 
 def test_import_twice_adds_nothing(source: persistence.Store, store: persistence.Store) -> None:
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     populate(source)
     first = records(source)
     store.import_records(first)
@@ -290,6 +306,9 @@ def test_import_holds_records_to_the_same_bounds_as_writes(
 ) -> None:
     """An export edited by hand (or by an attacker) cannot bring in what a write would refuse:
     totals near 2**62 would turn into floats, years 1 and 9999 overflow on the way to UTC."""
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     populate(source)
     good = records(source)
     bad = json.loads(json.dumps(good[0], default=str))
@@ -352,6 +371,9 @@ def test_bulk_imports_into_a_full_store_add_up_to_a_full_recomputation(
     rebuilding whole days (issue 16): into a store that already holds those days, in uneven
     batches, with a thread continued by a later import and a re-import that adds nothing,
     the result must equal a recomputation from the messages."""
+    if signed_in(store):  # import writes rows for any owner: the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     generate(store, 40, seed=1, end=date(2025, 11, 20), weeks=2, files=False)  # the days already hold data
     generate(source, 40, seed=7, end=date(2025, 11, 20), weeks=2, files=False)
     exported = records(source)

@@ -50,7 +50,7 @@ def run_session(url: str, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list
 def test_tools_are_listed_with_descriptions_and_schemas(history: str) -> None:
     tools, _ = run_session(history, [])
     by_name = {t.name: t for t in tools}
-    assert set(by_name) == {"search_history", "get_thread", "list_threads", "usage_summary"}
+    assert set(by_name) == {"search_history", "get_thread", "list_threads", "usage_summary", "budget_status"}
     for tool in tools:
         assert tool.description and len(tool.description) > 40
         assert tool.input_schema["type"] == "object"
@@ -113,3 +113,66 @@ def test_the_server_never_writes(history: str, tmp_path: Path) -> None:
     assert db.read_bytes() == before
     wal = db.with_name(db.name + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0  # nothing written, not even to the WAL
+
+
+def test_an_agent_can_ask_whether_it_is_over_budget(tmp_path: Path) -> None:
+    """budget_status answers for the call about to be made (its model) and for every budget;
+    usage_summary carries the budgets and the period's anomalies with their reasons."""
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    with persistence.open_store(url) as store:
+        store.record_message(
+            "today-thread",
+            "assistant",
+            "a long answer",
+            model="glm-4.6",
+            tool_name="chat",
+            usage={"prompt_tokens": 2_000_000, "completion_tokens": 500_000},
+        )
+        spent = store.usage(()).cost_usd.iloc[0]
+        assert spent > 0
+        store.set_budget(spent / 2, period="day", model="glm-4.6")  # already over
+        store.set_budget(spent * 1000, period="month")  # far from it
+        store.set_budget(spent / 2, period="day", model="kimi-k2-0905-preview")  # not this call's model
+    _, (glm, everything, summary, bad) = run_session(
+        url,
+        [
+            ("budget_status", {"model": "glm-4.6"}),
+            ("budget_status", {}),
+            ("usage_summary", {"since": "7d"}),
+            ("budget_status", {"tags": ["x" * 200]}),
+        ],
+    )
+    answer = glm.structured_content
+    assert answer["over"] is True
+    assert [(b["budget"]["scope"], b["state"]) for b in answer["budgets"]] == [("model", "over"), ("store", "ok")]
+    assert answer["budgets"][0]["spent_usd"] == pytest.approx(spent, abs=1e-6)
+    assert "model glm-4.6, day" in answer["budgets"][0]["reason"] and "over by" in answer["budgets"][0]["reason"]
+    assert len(everything.structured_content["budgets"]) == 3
+    body = summary.structured_content
+    assert {b["budget"]["period"] for b in body["budgets"]} == {"day", "month"}
+    assert body["anomalies"] == [] and body["anomalies_not_shown"] == 0  # one day of history: nothing to compare
+    assert bad.is_error and "tags" in bad.content[0].text
+
+
+def test_usage_summary_lists_the_periods_anomalies(tmp_path: Path) -> None:
+    from test_anomalies import SINCE, UNTIL, _fill
+
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    with persistence.open_store(url) as store:
+        _fill(store, planted=True)
+        expected = [
+            a.reason for a in store.anomalies(since=SINCE, until=UNTIL, dimensions=("model", "provider", "tool"))
+        ]
+    _, (summary, quiet) = run_session(
+        url,
+        [
+            ("usage_summary", {"since": SINCE.isoformat(), "until": UNTIL.isoformat()}),
+            ("usage_summary", {"since": SINCE.isoformat(), "until": UNTIL.isoformat(), "alerts": False}),
+        ],
+    )
+    found = summary.structured_content["anomalies"]
+    assert [a["reason"] for a in found] == expected[:20]
+    assert any(a["reason"].startswith("acme-big cost $41.20 on 2026-10-08") for a in found)
+    spike = next(a for a in found if a["key"] == "acme-big" and a["kind"] == "spike")
+    assert spike["top_thread"]["continuation_id"] == "3f0c9a1e-big-review"
+    assert "anomalies" not in quiet.structured_content

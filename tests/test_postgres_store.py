@@ -10,7 +10,7 @@ import hashlib
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,6 @@ def test_websearch_syntax_for_sql_callers_never_errors(pg_url: str, tmp_path: Pa
 def test_common_words_are_searched_in_the_newest_days(pg_url: str, tmp_path: Path) -> None:
     """More than 200 matches: search reads the newest days only (the index holds each message's
     day), so `recent` is exactly the newest matches and `rank` ranks among the newest ones."""
-    from datetime import timedelta
 
     store = persistence.open_store(pg_url, files_dir=tmp_path)
     try:
@@ -319,3 +318,404 @@ def test_the_unpriced_rule_and_the_filters_are_the_packages(pg_url: str, tmp_pat
             store._call("count_conversations", {"p_filters": Jsonb({"tags": "x"})})  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Set-based record_messages and the thread facets (issue 16,
+# 20261130130000_persistence_set_based_writes.sql)
+
+USER_A = "aaaaaaaa-0000-4000-8000-00000000000a"
+
+
+def _item(cid: str, n: int, **fields: Any) -> dict[str, Any]:
+    """record_message's arguments without the p_ prefix, as the package sends them in a batch."""
+    item: dict[str, Any] = {
+        "continuation_id": cid,
+        "id": str(uuid.UUID(int=0x5E7 << 64 | n)),
+        "role": "assistant" if n % 2 else "user",
+        "content": f"turn {n} about the connection pool and retries",
+        "created_at": (T0 + timedelta(minutes=n)).isoformat(),
+        "model": None,
+        "provider": None,
+        "tool_name": None,
+        "input_tokens": 0,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost": None,
+        "price_id": None,
+        "unpriced": False,
+        "duration_ms": None,
+        "files": [],
+        "images": [],
+        "metadata": {},
+        "search_extra": None,
+        "title": None,
+    }
+    item.update(fields)
+    return item
+
+
+def _mixed_batch() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(turns stored before, the batch): threads old and new, turns out of time order, a title
+    arriving late, the same id twice, a retry of a stored turn, priced, unpriced and unread usage."""
+    glm = {
+        "model": "glm-4.6",
+        "provider": "glm",
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "cost": 0.0014,
+        "price_id": "t-glm",
+    }
+    kimi = {
+        "model": "kimi-k2",
+        "provider": "kimi",
+        "input_tokens": 800,
+        "cached_input_tokens": 400,
+        "output_tokens": 90,
+        "reasoning_tokens": 20,
+        "cost": 0.0009,
+        "price_id": "t-kimi",
+    }
+    before = [
+        _item("b-old", 1, tool_name="chat"),
+        _item("b-old", 2, tool_name="chat", **glm),
+        _item("b-old", 30, created_at=(T0 + timedelta(hours=5)).isoformat(), **kimi),
+    ]
+    batch = [
+        _item("b-old", 3, tool_name="codereview", duration_ms=40, **glm),  # older than the thread's last turn
+        _item("b-new", 4, tool_name="planner", title="First title"),
+        _item("b-new", 5, **kimi, duration_ms=12),
+        _item("b-new", 6, title="Second title", created_at=(T0 - timedelta(days=1)).isoformat(), **glm),
+        _item("b-new", 5, **kimi, duration_ms=12),  # the same id again: stored once
+        _item("b-old", 2, tool_name="chat", **glm),  # a retry of a stored turn
+        _item("b-third", 7, model="llama-local", provider="ollama", input_tokens=50, output_tokens=5),  # unpriced
+        _item("b-third", 8, model="glm-4.6", provider="glm", metadata={"usage_raw": {"odd": 1}}),
+        _item("b-old", 9, created_at=(T0 + timedelta(hours=6)).isoformat(), files=["f1"]),
+        _item("b-third", 10, tool_name="chat", created_at=(T0 + timedelta(days=2)).isoformat(), **glm),
+    ]
+    return before, batch
+
+
+def _state(conn: Any) -> dict[str, Any]:
+    """Everything a write leaves, with the ids the database draws (new threads') left out."""
+    threads = conn.execute(
+        "select continuation_id, message_count, total_tokens, input_tokens, cached_input_tokens, cache_write_tokens,"
+        " output_tokens, reasoning_tokens, total_cost, unpriced_messages, model_used, title, tool_name, created_at,"
+        " updated_at, user_id from public.conversations order by continuation_id"
+    ).fetchall()
+    messages = conn.execute(
+        "select c.continuation_id, m.id, m.seq, m.role, m.content, m.model_used, m.provider, m.tool_name, m.tokens,"
+        " m.input_tokens, m.cost, m.price_id, m.unpriced, m.duration_ms, m.files, m.metadata, m.user_id,"
+        " m.created_at, m.search_tsv::text from public.messages m"
+        " join public.conversations c on c.id = m.conversation_id order by 1, m.seq"
+    ).fetchall()
+    rollup = conn.execute("select * from public.usage_daily order by day, model, provider, tool_name").fetchall()
+    facets = conn.execute(
+        "select c.continuation_id, f.kind, f.value, f.user_id from public.conversation_facets f"
+        " join public.conversations c on c.id = f.conversation_id order by 1, 2, 3"
+    ).fetchall()
+    return {"threads": threads, "messages": messages, "rollup": rollup, "facets": facets}
+
+
+def _as(conn: Any, actor: str) -> None:
+    """Act within the transaction as PostgREST would: the server (service_role) or user A."""
+    if actor == "user":
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (f'{{"sub": "{USER_A}"}}',))
+        conn.execute("set local role authenticated")
+    else:
+        conn.execute("set local role service_role")
+
+
+# record_message's parameter types where a Python value would not convert by itself.
+_CASTS = {"id": "uuid", "created_at": "timestamptz", "cost": "numeric", "files": "text[]", "images": "text[]"}
+
+
+def _record_message(conn: Any, item: dict[str, Any]) -> Any:
+    """One record_message call with the arguments of a record_messages item; its answer."""
+    from psycopg.types.json import Jsonb
+
+    args = ", ".join(f"p_{k} => %({k})s" + (f"::{_CASTS[k]}" if k in _CASTS else "") for k in item)
+    values = {k: Jsonb(v) if k == "metadata" else v for k, v in item.items()}
+    return conn.execute(f"select public.record_message({args})", values).fetchone()[0]
+
+
+def _without_thread_ids(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in d.items() if k != "conversation_id"} for d in docs]
+
+
+@pytest.mark.parametrize("actor", ["server", "user"])
+def test_a_batch_leaves_what_the_same_turns_one_at_a_time_leave(pg_url: str, actor: str) -> None:
+    """record_messages (one insert, one update per thread, one upsert per rollup row) against
+    record_message called turn by turn: the same messages, seq, totals, newest model, title,
+    rollup, facets and answers; for a signed-in user, the same prices from model_prices."""
+    from psycopg.types.json import Jsonb
+
+    before, batch = _mixed_batch()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into public.model_prices (id, provider, model, match, effective_from, input, output, origin)"
+            " values ('t-glm', 'glm', 'glm-4.6', 'glm-4\\.6', '2026-01-01', 0.6, 2.2, 'user'),"
+            " ('t-kimi', 'kimi', 'kimi-k2', 'kimi-k2', '2026-01-01', 0.6, 2.5, 'user')"
+        )
+        with conn.transaction():
+            _as(conn, actor)
+            conn.execute("select public.record_messages(%s)", (Jsonb(before),))
+    results: dict[str, tuple[Any, dict[str, Any]]] = {}
+    with psycopg.connect(pg_url) as conn:
+        for mode in ("one at a time", "batch"):
+            _as(conn, actor)
+            if mode == "batch":
+                docs = conn.execute("select public.record_messages(%s)", (Jsonb(batch),)).fetchone()[0]
+            else:
+                docs = [_record_message(conn, item) for item in batch]
+            conn.execute("reset role")
+            results[mode] = (_without_thread_ids(docs), _state(conn))
+            conn.rollback()
+    one, many = results["one at a time"], results["batch"]
+    assert many[1] == one[1]
+    assert many[0] == one[0]
+    threads = {t[0]: t for t in many[1]["threads"]}
+    assert threads["b-old"][1] == 5 and threads["b-new"][1] == 3 and threads["b-third"][1] == 3
+    assert threads["b-new"][11] == "First title"
+    # The newest turn's model: older turns (glm-4.6 in both) arriving later do not take over.
+    assert threads["b-old"][10] == "kimi-k2" and threads["b-new"][10] == "kimi-k2"
+    assert [d["seq"] for d in many[0]] == [4, 1, 2, 3, 2, 2, 1, 2, 5, 3]
+    assert any(row[12] for row in many[1]["messages"])  # an unpriced turn is in the comparison
+    if actor == "user":
+        assert {row[16] for row in many[1]["messages"]} == {uuid.UUID(USER_A)}
+        priced = [row for row in many[1]["messages"] if row[11] == "t-glm"]
+        assert priced and all(row[10] > 0 for row in priced)  # priced by the table, not by the caller
+
+
+def test_a_batch_writes_each_thread_and_rollup_row_once_and_a_retry_writes_nothing(pg_url: str) -> None:
+    """One update per touched thread and one upsert per touched rollup row, not one per message
+    (the per-message loop updated the thread's row 40 times here); the same batch again stores
+    nothing and answers the same."""
+    from psycopg.types.json import Jsonb
+
+    batch = [
+        _item(f"once-{n % 3}", n, model="glm-4.6", provider="glm", input_tokens=10, output_tokens=2, cost=0.001)
+        for n in range(40)
+    ]
+    with psycopg.connect(pg_url) as conn:
+        first = conn.execute("select public.record_messages(%s)", (Jsonb(batch),)).fetchone()[0]
+        threads_updated, rollup_written = conn.execute(
+            "select sum(n_tup_upd) filter (where relname = 'conversations'),"
+            " sum(n_tup_upd + n_tup_ins) filter (where relname = 'usage_daily')"
+            " from pg_stat_xact_user_tables where schemaname = 'public'"
+        ).fetchone()
+        assert threads_updated == 3
+        assert rollup_written == 1  # 40 turns, one day, one model, provider and tool
+        conn.commit()
+        state = _state(conn)
+        again = conn.execute("select public.record_messages(%s)", (Jsonb(batch),)).fetchone()[0]
+        conn.commit()
+        assert again == first and _state(conn) == state
+        assert [t[1] for t in state["threads"]] == [14, 13, 13]
+        assert state["rollup"][0][5] == 40
+
+
+def test_a_batch_is_refused_whole_with_the_item_named(pg_url: str) -> None:
+    from psycopg.types.json import Jsonb
+
+    good = _item("refused", 1)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("select public.record_messages(%s)", (Jsonb([_item("other", 2)]),))
+        cases = [
+            ([good, _item("refused", 3, role="robot")], "PT400", r"p_items\[1\]: p_role must be"),
+            ([good, _item("refused", 4, input_tokens=-1)], "PT400", r"p_items\[1\]: token counts"),
+            (
+                [good, _item("refused", 2)],
+                "PT409",
+                r"p_items\[1\]: message_id .* already belongs to conversation other",
+            ),
+            (
+                [good, _item("elsewhere", 1)],
+                "PT409",
+                r"p_items\[1\]: message_id .* conversation refused, not elsewhere",
+            ),
+            ([good, _item("refused", 5, cost=10001)], "PT400", r"costs \$0 to \$10,000"),
+            ([good, "not an object"], "PT400", "array of objects"),
+        ]
+        for items, code, message in cases:
+            with pytest.raises(psycopg.Error, match=message) as info:
+                conn.execute("select public.record_messages(%s)", (Jsonb(items),))
+            assert info.value.sqlstate == code
+        assert conn.execute("select count(*) from public.messages").fetchone()[0] == 1  # nothing of the batches
+        assert (
+            conn.execute("select count(*) from public.conversations where continuation_id = 'refused'").fetchone()[0]
+            == 0
+        )
+
+
+# The thread filters as they were before the facets: a probe of each thread's messages.
+FACET_SCAN = {
+    "model": "exists (select 1 from public.messages m where m.conversation_id = c.id and m.model_used = %(v)s)",
+    "provider": "exists (select 1 from public.messages m where m.conversation_id = c.id and m.provider = %(v)s)",
+    "tool_name": "(c.tool_name = %(v)s or exists (select 1 from public.messages m"
+    " where m.conversation_id = c.id and m.tool_name = %(v)s))",
+}
+
+
+def _facets_match_a_scan(conn: Any) -> int:
+    """count_conversations and list_conversations with each model, provider and tool filter
+    (and one value nobody used) against a scan of the messages; how many were compared."""
+    from psycopg.types.json import Jsonb
+
+    compared = 0
+    for name, column in (("model", "model_used"), ("provider", "provider"), ("tool_name", "tool_name")):
+        values = {
+            r[0] for r in conn.execute(f"select distinct {column} from public.messages where {column} is not null")
+        }
+        values |= {r[0] for r in conn.execute("select tool_name from public.conversations where tool_name is not null")}
+        for value in [*sorted(values), "nobody-used-this"]:
+            expected = {
+                r[0]
+                for r in conn.execute(
+                    f"select continuation_id from public.conversations c where {FACET_SCAN[name]}", {"v": value}
+                )
+            }
+            filters = Jsonb({name: value})
+            counted = conn.execute("select public.count_conversations(%s)", (filters,)).fetchone()[0]
+            listed = conn.execute("select public.list_conversations(%s, p_limit => 1001)", (filters,)).fetchone()[0]
+            assert counted == len(expected), (name, value)
+            assert {c["continuation_id"] for c in listed} == expected, (name, value)
+            compared += 1
+    return compared
+
+
+def test_facet_filters_equal_a_message_scan_after_writes_import_and_prune(pg_url: str, tmp_path: Path) -> None:
+    from datetime import date
+
+    from persistence.demo import generate
+
+    store = persistence.open_store(pg_url, files_dir=tmp_path / "a")
+    other_db = create_database()
+    other = persistence.open_store(other_db, files_dir=tmp_path / "b")
+    try:
+        generate(store, 40, seed=3, end=date(2026, 11, 20), weeks=6, files=False)  # import_batch
+        store.start_conversation("own-tool", tool_name="own-planner")  # a tool no message names
+        store.record_message("own-tool", "user", "plan this")
+        store.record_message("live-1", "user", "hi", tool_name="chat")
+        store.record_message("live-1", "assistant", "hello", model="glm-4.6", provider="glm")
+        store.record_messages(
+            [
+                {"continuation_id": "live-2", "role": "user", "content": "more", "tool_name": "codereview"},
+                {"continuation_id": "live-3", "role": "assistant", "content": "x", "model": "my-local-model"},
+                {"continuation_id": "live-3", "role": "assistant", "content": "y", "provider": "ollama"},
+            ]
+        )
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert _facets_match_a_scan(conn) > 10
+            assert (
+                conn.execute('select public.count_conversations(\'{"tool_name": "own-planner"}\')').fetchone()[0] == 1
+            )
+
+        # Import into a store that holds other threads, and one of the exported ones, empty.
+        other.record_message(
+            "pre-existing", "user", "written before the import", model="deepseek-chat", provider="deepseek"
+        )
+        other.start_conversation("own-tool")
+        result = other.import_records(store.export_records())
+        assert result.messages > 0 and result.conversations_skipped == 1
+        assert other.count_conversations(model="deepseek-chat") == 1
+        assert other.count_conversations(model="glm-4.6") == store.count_conversations(model="glm-4.6") > 0
+        with psycopg.connect(other_db, autocommit=True) as conn:
+            assert _facets_match_a_scan(conn) > 10
+
+        pruned = other.prune(older_than=datetime(2026, 11, 1, tzinfo=UTC))
+        assert pruned.conversations > 0
+        with psycopg.connect(other_db, autocommit=True) as conn:
+            _facets_match_a_scan(conn)
+            assert (
+                conn.execute(
+                    "select count(*) from public.conversation_facets f"
+                    " where not exists (select 1 from public.conversations c where c.id = f.conversation_id)"
+                ).fetchone()[0]
+                == 0
+            )
+        other.prune(older_than=datetime.now(UTC) + timedelta(days=1))  # everything
+        assert other.count_conversations(model="glm-4.6") == 0 and other.count_conversations(tool_name="chat") == 0
+    finally:
+        store.close()
+        other.close()
+        drop_database(other_db)
+
+
+def test_a_database_older_than_the_facets_gets_them_filled_in(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20261130130000_persistence_set_based_writes on a database written before it: the
+    filters find the threads the message scan finds, the threads' own tools included."""
+
+    from persistence.backends.postgres import schema
+
+    everything = schema.migration_files()
+    ours = next(m for m in everything if m.name == "persistence_set_based_writes")
+    url = create_database()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            monkeypatch.setattr(
+                schema, "migration_files", lambda: tuple(m for m in everything if m.version < ours.version)
+            )
+            schema.migrate(conn)
+            assert conn.execute("select to_regclass('public.conversation_facets')").fetchone()[0] is None
+            conn.execute("select public.start_conversation('own-tool', p_tool_name => 'own-planner')")
+            _, batch = _mixed_batch()
+            for n, item in enumerate(batch):  # turn by turn, as the release before wrote them
+                item = dict(item, id=str(uuid.UUID(int=n + 1)), continuation_id=f"{item['continuation_id']}-{n % 4}")
+                _record_message(conn, item)
+            monkeypatch.undo()
+            applied = schema.migrate(conn)
+            assert ours.label in [m.label for m in applied]
+            assert _facets_match_a_scan(conn) >= 8
+            assert (
+                conn.execute('select public.count_conversations(\'{"tool_name": "own-planner"}\')').fetchone()[0] == 1
+            )
+            assert conn.execute("select public.refresh_conversation_facets()").fetchone()[0] == {
+                "removed": 0,
+                "added": 0,
+            }
+    finally:
+        drop_database(url)
+
+
+def test_concurrent_batches_on_shared_threads_lose_nothing(pg_url: str, tmp_path: Path) -> None:
+    """Six writers send batches into the same three threads (two of them new) at the same moment:
+    every turn is stored once, seq has no gap or repeat, the totals and the rollup count them all."""
+    stores = [persistence.open_store(pg_url, files_dir=tmp_path) for _ in range(2)]
+    try:
+        stores[0].record_message("race-0", "user", "already here")
+        barrier = threading.Barrier(6)
+
+        def write(n: int) -> None:
+            barrier.wait()
+            for r in range(3):
+                stores[n % 2].record_messages(
+                    [
+                        {
+                            "continuation_id": f"race-{k % 3}",
+                            "role": "user",
+                            "content": f"w{n} r{r} k{k}",
+                            "model": "glm-4.6",
+                            "provider": "glm",
+                            "usage": {"input_tokens": 10, "output_tokens": 1},
+                        }
+                        for k in range(8)
+                    ]
+                )
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            list(pool.map(write, range(6)))
+        counts = []
+        for k in range(3):
+            conv = stores[1].get_conversation(f"race-{k}")
+            assert conv is not None
+            assert [m.seq for m in conv.messages] == list(range(1, len(conv.messages) + 1))
+            assert conv.message_count == len(conv.messages)
+            counts.append(len(conv.messages))
+        assert counts == [1 + 6 * 3 * 3, 6 * 3 * 3, 6 * 3 * 2]
+        assert int(stores[0].usage(())["messages"].iloc[0]) == 1 + 6 * 3 * 8
+    finally:
+        for s in stores:
+            s.close()

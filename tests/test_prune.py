@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import assert_server_only, signed_in
 
 import persistence
 from persistence import cli, when
@@ -170,6 +171,9 @@ def snapshot(store: persistence.Store) -> dict[str, Any]:
 
 
 def test_prune_deletes_old_threads_and_the_files_only_they_used(store: persistence.Store) -> None:
+    if signed_in(store):  # prune deletes every owner's old threads: the server's only
+        assert_server_only(lambda: store.prune(older_than=CUTOFF), "prune")
+        return
     s = populate(store)
     result = store.prune(older_than=CUTOFF)
 
@@ -205,6 +209,9 @@ def test_prune_deletes_old_threads_and_the_files_only_they_used(store: persisten
 
 
 def test_old_day_keeps_the_rollup_of_kept_messages(store: persistence.Store) -> None:
+    if signed_in(store):  # prune deletes every owner's old threads: the server's only
+        assert_server_only(lambda: store.prune(older_than=CUTOFF), "prune")
+        return
     populate(store)
     store.prune(older_than=CUTOFF)
     old_day = store.usage(("day", "model"), since=OLD.replace(hour=0), until=OLD.replace(hour=0) + timedelta(days=1))
@@ -217,6 +224,9 @@ def test_old_day_keeps_the_rollup_of_kept_messages(store: persistence.Store) -> 
 
 
 def test_dry_run_changes_nothing_and_counts_what_prune_then_deletes(store: persistence.Store) -> None:
+    if signed_in(store):  # prune deletes every owner's old threads: the server's only
+        assert_server_only(lambda: store.prune(older_than=CUTOFF), "prune")
+        return
     populate(store)
     before = snapshot(store)
     dry = store.prune(older_than=CUTOFF, dry_run=True)
@@ -235,6 +245,9 @@ def test_dry_run_changes_nothing_and_counts_what_prune_then_deletes(store: persi
 
 
 def test_prune_by_age_keeps_recent_threads(store: persistence.Store) -> None:
+    if signed_in(store):  # prune deletes every owner's old threads: the server's only
+        assert_server_only(lambda: store.prune(older_than=CUTOFF), "prune")
+        return
     now = datetime.now(UTC)
     store.record_message("stale", "user", "stale", created_at=now - timedelta(days=100))
     store.record_message("fresh", "user", "fresh", created_at=now - timedelta(days=10))

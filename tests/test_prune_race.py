@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_server_only, signed_in
 
 import persistence
 from persistence.backends.postgres.store import BlobStore, FunctionStore
@@ -77,6 +78,9 @@ def joined(thread: threading.Thread, out: dict[str, Any], timeout: float = 30) -
 def test_an_upload_while_the_sweep_deletes_keeps_its_bytes(store: persistence.Store) -> None:
     """The sweep pauses just before deleting the bytes of an object whose row prune already
     deleted; an upload of the same content runs in that pause."""
+    if signed_in(store):  # prune is the server's only, a dry run too
+        assert_server_only(lambda: store.prune(older_than=CUTOFF, dry_run=True), "prune")
+        return
     old = store.put_file(CONTENT, filename="old.txt", created_at=OLD)
     sweeping = threading.Event()
     real_delete = blobs(store).delete
@@ -107,6 +111,9 @@ def test_an_upload_while_the_sweep_deletes_keeps_its_bytes(store: persistence.St
 def test_an_upload_that_found_the_bytes_before_the_prune_keeps_them(store: persistence.Store) -> None:
     """The other order: the upload finds (or stores) its bytes, then pauses; the whole prune
     runs, deleting the bytes; then the upload records its row."""
+    if signed_in(store):  # prune is the server's only, a dry run too
+        assert_server_only(lambda: store.prune(older_than=CUTOFF, dry_run=True), "prune")
+        return
     store.put_file(CONTENT, filename="old.txt", created_at=OLD)
     stored = threading.Event()
     pruned = threading.Event()
@@ -133,6 +140,9 @@ def test_an_upload_that_found_the_bytes_before_the_prune_keeps_them(store: persi
 def test_an_upload_recorded_before_the_prune_decides_keeps_the_object(store: persistence.Store) -> None:
     """An upload recorded before prune looks at the files is a use since the cutoff: the
     object and its bytes stay, and so does the new upload."""
+    if signed_in(store):  # prune is the server's only, a dry run too
+        assert_server_only(lambda: store.prune(older_than=CUTOFF, dry_run=True), "prune")
+        return
     old = store.put_file(CONTENT, filename="old.txt", created_at=OLD)
     again = store.put_file(CONTENT, filename="again.txt")
     result = store.prune(older_than=CUTOFF)
@@ -143,6 +153,9 @@ def test_an_upload_recorded_before_the_prune_decides_keeps_the_object(store: per
 
 
 def test_a_dry_run_leaves_the_bytes_and_no_claims(store: persistence.Store) -> None:
+    if signed_in(store):  # prune is the server's only, a dry run too
+        assert_server_only(lambda: store.prune(older_than=CUTOFF, dry_run=True), "prune")
+        return
     old = store.put_file(CONTENT, filename="old.txt", created_at=OLD)
     assert store.prune(older_than=CUTOFF, dry_run=True).files == 1
     assert read(store, old.id) == CONTENT
@@ -161,6 +174,9 @@ def test_uploads_racing_a_pruner_never_lose_bytes(store: persistence.Store) -> N
     a cutoff in the future (so every object is doomed the moment nobody uploads it), with
     small random pauses in the sweep. Each upload that returns can be opened unless a later
     prune legitimately deleted its row; at the end no row lacks its bytes."""
+    if signed_in(store):  # prune is the server's only, a dry run too
+        assert_server_only(lambda: store.prune(older_than=CUTOFF, dry_run=True), "prune")
+        return
     real_delete = blobs(store).delete
     real_put_bytes = store._put_bytes
     rng = random.Random(10)

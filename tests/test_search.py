@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -154,9 +155,10 @@ def test_ranking_prefers_the_denser_match(store: persistence.Store) -> None:
 
 def test_query_rendering_quotes_every_word() -> None:
     assert (
-        to_fts5(parse_query('pool OR "exact phrase" -bad pre*')) == '("pool" OR "exact phrase") AND "pre"* NOT ("bad")'
-        or to_fts5(parse_query('pool OR "exact phrase" -bad pre*'))
-        == '(("pool" OR "exact phrase") AND "pre"*) NOT ("bad")'
+        to_fts5(parse_query('pool OR "exact phrase" -bad pref*'))
+        == '("pool" OR "exact phrase") AND "pref"* NOT ("bad")'
+        or to_fts5(parse_query('pool OR "exact phrase" -bad pref*'))
+        == '(("pool" OR "exact phrase") AND "pref"*) NOT ("bad")'
     )
     assert to_fts5(parse_query("数据库")) == '"数据 据库"'
     assert to_fts5(parse_query("库")) == '"库"*'
@@ -165,3 +167,31 @@ def test_query_rendering_quotes_every_word() -> None:
     assert indexed is not None and " ".join(indexed.split()) == "abc 数据 据库 库 x GLM 模型 型"
     assert to_fts5(parse_query("模型GLM")) == '"模型 型 GLM"'  # a run glued to a word ends there
     assert cjk_index_text("plain english") is None
+
+
+def test_a_query_of_many_words_is_ranked_by_how_densely_it_matches(store: persistence.Store) -> None:
+    """A query of many words is ranked without bm25 on SQLite (its rarity pass over the whole
+    table costs seconds for dozens of common words); the denser match still comes first."""
+    words = ["pool", "cache", "queue", "index", "shard", "replica"]
+    store.record_message("t-m", "user", "pool cache queue index " + "filler " * 4, created_at=T0)
+    store.record_message("t-m", "user", "a pool mentioned once " + "among filler words " * 20, created_at=T0)
+    store.record_message("t-m", "user", "nothing relevant at all", created_at=T0)
+    hits = store.search(" OR ".join(words))
+    assert [h.message.seq for h in hits] == [1, 2]
+    assert hits[0].score > hits[1].score
+
+
+def test_sqlite_ranks_many_words_without_bm25(tmp_path: Path) -> None:
+    store = persistence.open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        store.record_message("t-m", "user", "pool cache queue index shard")
+        statements: list[str] = []
+        db = store._conn()  # type: ignore[attr-defined]
+        db.set_trace_callback(statements.append)
+        assert len(store.search("pool OR cache OR queue OR index OR shard")) == 1
+        assert not any("bm25" in s for s in statements)
+        statements.clear()
+        assert len(store.search("pool cache")) == 1  # a few words: bm25 as before
+        assert any("bm25" in s for s in statements)
+    finally:
+        store.close()

@@ -238,12 +238,17 @@ def test_ranking_covers_the_same_newest_window_on_every_backend(store: persisten
     ]
     for start in range(0, len(rows), 400):
         store.record_messages(rows[start : start + 400])
-    hits = store.search("pool", limit=500)
-    assert len(hits) == 500
+    hits = store.search("pool", limit=SEARCH_RANK_WINDOW)
+    assert len(hits) == SEARCH_RANK_WINDOW
     # Only the newest SEARCH_RANK_WINDOW matches are ranked: none of the old, higher-scored ones.
     assert {h.message.continuation_id.split("-")[1] for h in hits} == {"new"}
     oldest_ranked = T0 + timedelta(days=30, hours=new - SEARCH_RANK_WINDOW)
     assert min(h.message.created_at for h in hits) >= oldest_ranked
+    # A page larger than the window ranks as many of the newest matches as it asks for, so it
+    # is full: here every match, the old ones first.
+    page = store.search("pool", limit=500)
+    assert len(page) == old + new
+    assert [h.message.continuation_id.split("-")[1] for h in page[:old]] == ["old"] * old
     # A filter that leaves fewer matches than the window ranks them all: the old ones first.
     best = store.search("pool", limit=5, until=T0 + timedelta(days=29))
     assert [h.message.continuation_id.split("-")[1] for h in best] == ["old"] * 5

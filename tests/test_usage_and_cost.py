@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import assert_server_only, server_side, signed_in
 
 import persistence
 from persistence import Usage, ValidationError, normalise_usage
@@ -226,6 +227,9 @@ def test_price_in_force_on_the_day_and_long_context_tiers() -> None:
 
 
 def test_rollup_equals_group_by_over_messages(store: persistence.Store) -> None:
+    if signed_in(store):  # the demo history is imported, which is the server's only
+        assert_server_only(lambda: store.import_records([]), "import")
+        return
     from persistence.demo import generate
 
     generate(store, 40, seed=7, end=date(2026, 6, 1), weeks=2, files=False)
@@ -297,7 +301,7 @@ def test_reprice_after_a_price_change(store: persistence.Store, tmp_path: Path) 
     )
     assert m.cost_usd is None
     assert int(store.usage(())["unpriced_messages"].iloc[0]) == 1
-    store.add_prices(
+    server_side(store).add_prices(
         [
             Price(
                 provider="acme",
@@ -309,6 +313,9 @@ def test_reprice_after_a_price_change(store: persistence.Store, tmp_path: Path) 
             )
         ]
     )
+    if signed_in(store):  # reprice rewrites every owner's costs: the server's only
+        assert_server_only(store.reprice, "reprice")
+        return
     result = store.reprice()
     assert (result.messages_changed, result.unpriced_before, result.unpriced_after) == (1, 1, 0)
     assert result.cost_after - result.cost_before == pytest.approx(2.0)

@@ -2,13 +2,38 @@
 previous period. Pure functions.
 
 Sizes, money and token counts read the same in the app, the CLI and the report:
-:mod:`persistence.formatting` (``size``, ``money``, ``thread_cost``, ``tokens``)."""
+:mod:`persistence.formatting` (``size``, ``money``, ``thread_cost``, ``tokens``).
+
+Cost, everywhere the app shows one, follows one rule: an amount with messages that have no
+price never reads as a bare ``$0.0000``. A thread reads ``$0.41``, ``$0.41 + 10 unpriced`` or
+``unpriced`` (:func:`cost`); a message ``$0.0042`` or ``unpriced``, and nothing when it had
+nothing to price, such as a user's turn (:func:`message_cost`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["ago", "change", "duration", "number", "when"]
+from persistence import Conversation, Message
+from persistence.formatting import money, thread_cost
+from persistence.pricing import UNREAD_USAGE, is_unpriced
+
+__all__ = ["ago", "change", "cost", "duration", "message_cost", "number", "when"]
+
+
+def cost(thread: Conversation) -> str:
+    """A thread's cost: ``$0.41``, ``$0.41 + 10 unpriced``, or ``unpriced`` when no message of
+    it has a price."""
+    return thread_cost(thread.cost_usd, thread.unpriced_messages)
+
+
+def message_cost(m: Message) -> str | None:
+    """A message's cost: ``$0.0042``, ``unpriced`` (tokens, or a usage report, but no price),
+    or None when there was nothing to price (a user's turn, a reply without usage)."""
+    if m.cost_usd is not None:
+        return money(m.cost_usd)
+    if is_unpriced(m.cost_usd, m.usage.total, UNREAD_USAGE in m.metadata):
+        return "unpriced"
+    return None
 
 
 def number(n: float | int | None) -> str:

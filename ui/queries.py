@@ -14,14 +14,17 @@ from __future__ import annotations
 import threading
 import time as clock
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from persistence import Conversation, Message, Page, SearchHit, Store, StoredFile
+from persistence.errors import ValidationError
 from persistence.outbox import doctor as doctor_with_outbox
+from persistence.search_query import SEARCH_STOPPED
+from persistence.store import encode_cursor
 
 from .data import TTL, open_store, scrub, store_url
 
@@ -31,8 +34,10 @@ __all__ = [
     "Health",
     "OverviewData",
     "StorageData",
+    "ThreadGroups",
     "Totals",
     "UsageData",
+    "cache_savings",
     "choices",
     "count_threads",
     "facets",
@@ -42,6 +47,7 @@ __all__ = [
     "list_files",
     "list_threads",
     "mime_types",
+    "neighbours",
     "older_messages",
     "open_ended",
     "overview",
@@ -49,11 +55,15 @@ __all__ = [
     "search",
     "storage",
     "thread",
+    "thread_groups",
+    "threads_by_id",
     "usage",
 ]
 
 THREAD_PAGE = 30  # messages per "page" of a thread: the newest 30, then 30 older per click
-STACK_KEYS = {"model": "Model", "provider": "Provider", "tool_name": "Tool"}
+STACK_KEYS = {"model": "Model", "provider": "Provider", "tool_name": "Tool", "user_id": "User"}
+THREAD_GROUPS = {"tag": "Tag", "session_id": "Session"}  # not in the daily rollup: from thread totals
+GROUP_THREADS = 1000  # threads read for the spend by tag and session: one page, the costliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +84,7 @@ class OverviewData:
     current: Totals
     previous: Totals | None
     stored_total: pd.DataFrame  # one row: all-time files, bytes, uploads, logical_bytes
-    daily: pd.DataFrame  # day, cost_usd, messages, total_tokens for the 30 days of the sparkline
+    daily: pd.DataFrame  # day, cost_usd, messages, total_tokens for every day of the period
     by_model: pd.DataFrame  # the period's usage by model, costliest first
     recent: tuple[Conversation, ...]
     last_activity: datetime | None
@@ -170,12 +180,15 @@ def overview(
     store = open_store(url)
     current = _totals(store, since, until)
     previous = _totals(store, prev_since, prev_until) if prev_since is not None else None
-    # The sparkline: the 30 days ending with the period (or today), zeros where nothing happened.
-    last = (until - timedelta(days=1)).date() if until else today
-    first = last - timedelta(days=29)
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    end = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
-    raw = store.usage(("day",), since=start, until=end).set_index("day")
+    # Cost per day over the period itself, so the chart adds up to the Cost card beside it
+    # (zeros where nothing happened). All time runs from the first day with usage to today.
+    raw = store.usage(("day",), since=since, until=until).set_index("day")
+    if since is not None:
+        first = since.date()
+        last = (until - timedelta(days=1)).date() if until else max(today, first)
+    else:
+        first = raw.index.min().date() if len(raw) else today
+        last = max(today, raw.index.max().date()) if len(raw) else today
     daily = (
         raw.reindex(_days(first, last), fill_value=0)[["cost_usd", "messages", "total_tokens"]]
         .rename_axis("day")
@@ -246,6 +259,53 @@ def related_threads(
     return parent, children.items, children.next_cursor is not None
 
 
+NEIGHBOUR_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=30), timedelta(days=365))
+NEIGHBOUR_ROWS = 200  # threads read per window at most
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
+def neighbours(url: str, continuation_id: str) -> tuple[Conversation | None, Conversation | None]:
+    """(newer, older): the threads just before and after this one by last activity, as the
+    Threads list orders them by default."""
+    store = open_store(url)
+    conv = store.get_conversation(continuation_id, last=0)
+    if conv is None:
+        return None, None
+    # Older: the listing's own keyset continued from this thread (its cursor is
+    # ("recent", updated_at, id), as Store.list_conversations makes it).
+    after = encode_cursor(["recent", conv.updated_at.isoformat(timespec="microseconds"), conv.id])
+    older_page = store.list_conversations(order="recent", cursor=after, limit=1).items
+    return _newer(store, conv), older_page[0] if older_page else None
+
+
+def _newer(store: Store, conv: Conversation) -> Conversation | None:
+    """The thread active next after ``conv``. The listing runs newest first only, so the nearest
+    newer one is found in growing windows: a thread active in [t, t + w) was created before
+    t + w, so ``since=t, until=t + w`` (until bounds creation) holds every such thread, and
+    the window is read whole (few rows) before the next is tried. None when there is no newer
+    thread, or a window holds more threads than is cheap to read."""
+    t = conv.updated_at
+    for width in NEIGHBOUR_WINDOWS:
+        page = store.list_conversations(order="recent", since=t, until=t + width, limit=NEIGHBOUR_ROWS)
+        later = [c for c in page.items if c.updated_at > t and c.continuation_id != conv.continuation_id]
+        if page.next_cursor is not None and not later:
+            return None  # a crowded window: not cheap to look further
+        if later and page.next_cursor is None:
+            return min(later, key=lambda c: (c.updated_at, c.id))
+        if later:  # more rows than read: the nearest may be among those not read
+            return None
+    return None
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
+def threads_by_id(url: str, continuation_ids: tuple[str, ...]) -> dict[str, Conversation]:
+    """The threads (totals, no messages) with these ids, for the search page's thread cards; a
+    thread deleted meanwhile is left out."""
+    store = open_store(url)
+    found = {cid: store.get_conversation(cid, last=0) for cid in continuation_ids}
+    return {cid: conv for cid, conv in found.items() if conv is not None}
+
+
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
 def search(
     url: str,
@@ -259,6 +319,27 @@ def search(
     limit: int = 20,
 ) -> list[SearchHit]:
     return open_store(url).search(query, limit=limit, since=since, until=until, model=model, role=role, order=order)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=128)
+def count_search(
+    url: str,
+    query: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    role: str | None = None,
+) -> int | None:
+    """How many messages the search matches in all, or None when counting them ran into the
+    search time limit (a very common word at a large store): the page then says "more than".
+    None is cached like a count, so a rerun does not spend the time limit again."""
+    try:
+        return open_store(url).count_search(query, since=since, until=until, model=model, role=role)
+    except ValidationError as exc:
+        if exc.field == "query" and exc.message.startswith(SEARCH_STOPPED):
+            return None
+        raise
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
@@ -289,6 +370,81 @@ def usage(
         limit=10,
     )
     return UsageData(by_day=by_day, by_model=by_model.reset_index(drop=True), top_threads=top.items)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadGroups:
+    """Spend by tag or session, summed from thread totals (the daily rollup has neither)."""
+
+    table: pd.DataFrame  # <by>, threads, messages, total_tokens, cost_usd, unpriced_messages; costliest first
+    threads_read: int  # threads summed: the costliest GROUP_THREADS at most
+    threads_total: int  # threads active in the period with the filters
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
+def thread_groups(
+    url: str,
+    by: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    model: str | None = None,
+    provider: str | None = None,
+    tool_name: str | None = None,
+) -> ThreadGroups:
+    """Threads active in the period, grouped by ``by`` (a thread counts under each of its
+    tags), with their whole totals. One read of the costliest :data:`GROUP_THREADS`, so the
+    cost is bounded on any store; the count says how many there were in all."""
+    if by not in THREAD_GROUPS:
+        raise ValueError(f"by must be one of {', '.join(THREAD_GROUPS)}")
+    store = open_store(url)
+    filters: dict[str, Any] = {
+        "since": since,
+        "until": open_ended(until),
+        "model": model,
+        "provider": provider,
+        "tool_name": tool_name,
+    }
+    page = store.list_conversations(order="cost", limit=GROUP_THREADS, **filters)
+    rows = [
+        (key, t.message_count, t.total_tokens, t.cost_usd, t.unpriced_messages)
+        for t in page.items
+        for key in ((t.tags or (None,)) if by == "tag" else (t.session_id,))
+    ]
+    columns = ["messages", "total_tokens", "cost_usd", "unpriced_messages"]
+    frame = pd.DataFrame(rows, columns=[by, *columns])
+    table = (
+        frame.groupby(by, dropna=False, as_index=False)
+        .agg(threads=(by, "size"), **{c: (c, "sum") for c in columns})
+        .sort_values(["cost_usd", "total_tokens"], ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )
+    total = len(page.items) if page.next_cursor is None else store.count_conversations(**filters)
+    return ThreadGroups(table=table[[by, "threads", *columns]], threads_read=len(page.items), threads_total=total)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
+def cache_savings(
+    url: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    model: str | None = None,
+    provider: str | None = None,
+    tool_name: str | None = None,
+) -> pd.DataFrame:
+    """Per model: prompt tokens, cached input tokens, the cache-hit rate, what the cached
+    tokens cost, would have cost uncached, and the difference saved (NaN where no price was in
+    force). The report's own computation (:mod:`persistence.report.tables`), so the app and
+    the report give the same figure."""
+    # Imported here: the report package brings the notebook machinery, which the other pages do not need.
+    from persistence.report.tables import _cache_savings, _cache_table
+
+    store = open_store(url)
+    day_model = store.usage(
+        ("day", "model", "provider"), since=since, until=until, model=model, provider=provider, tool_name=tool_name
+    )
+    return _cache_table(_cache_savings(store, day_model))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False, max_entries=64)
@@ -344,7 +500,7 @@ def check_health(url: str) -> Health:
     app warns about. A failed check is reported, not raised: it is news, not a crash."""
     now = datetime.now(UTC)
     try:
-        report = doctor_with_outbox(open_store(url))
+        report = doctor_with_outbox(open_store(url), quick=True)
     except Exception as exc:
         return Health(checked_at=now, error=scrub(f"{type(exc).__name__}: {exc}", url))
     depth = report.get("outbox_depth")
@@ -366,9 +522,10 @@ def check_health(url: str) -> Health:
 class _HealthMonitor:
     """Runs :func:`check_health` in a background thread at most once a minute.
 
-    ``doctor`` checks integrity and file bytes, which takes a second on a large store: too
-    long to hold up a page, too useful to skip. Pages read the latest result at once; only
-    the very first check is waited for (briefly)."""
+    It runs ``doctor``'s quick mode: the counts, the outbox and the findings of the last full
+    check (``python -m persistence doctor`` reads every page and every file's bytes, seconds on
+    a large store). A remote store can still be slow to answer, so pages read the latest
+    result at once; only the very first check is waited for (briefly)."""
 
     MAX_AGE = 60.0
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 import persistence
 
-from . import auth, data, queries, widgets
+from . import auth, data, layout, queries, widgets
 
 __all__ = ["frame"]
 
@@ -16,6 +16,7 @@ def frame() -> persistence.Store:
     """Open the store and draw the sidebar; stop the run with the sign-in when the visitor may not
     see the history, with an explanation when there is no store to show, or with the welcome
     when it is empty."""
+    layout.style()  # titles on two lines at most, the phone layout (static/app.css)
     auth.gate()  # before the store is even opened: a visitor who may not come in learns nothing of it
     auth.warn_if_exposed()
     url = data.store_url()

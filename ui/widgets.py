@@ -3,6 +3,7 @@ charts, empty states."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -13,23 +14,24 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 import persistence
-from persistence import Conversation, Message
+from persistence import Conversation, Message, palette
 from persistence.demo import generate
-from persistence.formatting import money
+from persistence.formatting import plain_title, size, size_ticks
 
 from . import data, fmt
 from . import period as periods
+from .layout import filter_panel
 from .nav import PAGES
 from .safe import escape_markdown, inline_code, safe_markdown
 
 __all__ = [
     "MAX_MARKDOWN_CHARS",
     "PageHeader",
+    "byte_axes",
     "color_map",
+    "filter_panel",
     "message",
     "message_meta",
-    "page_buttons",
-    "page_cursors",
     "page_header",
     "period_picker",
     "plot",
@@ -40,24 +42,6 @@ __all__ = [
 
 MAX_MARKDOWN_CHARS = 60_000  # longer messages are shown as plain text: Markdown that size freezes a browser
 
-_PALETTE = [
-    "#4C78A8",
-    "#F58518",
-    "#54A24B",
-    "#E45756",
-    "#72B7B2",
-    "#EECA3B",
-    "#B279A2",
-    "#FF9DA6",
-    "#9D755D",
-    "#79706E",
-    "#2E91E5",
-    "#E15F99",
-    "#1CA71C",
-    "#FB0D0D",
-    "#DA16FF",
-    "#B68100",
-]
 NONE_LABEL = "(none)"
 
 
@@ -142,34 +126,12 @@ def page_header(title: str) -> PageHeader:
     return PageHeader(period, head)
 
 
-def page_cursors(key: str, order: str, filters: dict[str, Any]) -> list[str | None]:
-    """Keyset pagination: the cursors of the pages seen so far (``[None]`` on the first page),
-    kept in the session under ``key`` and reset when the order or a filter changes."""
-    signature = (order, tuple(sorted((k, str(v)) for k, v in filters.items())))
-    if st.session_state.get(f"{key}_signature") != signature:
-        st.session_state[f"{key}_signature"] = signature
-        st.session_state[f"{key}_cursors"] = [None]
-    cursors: list[str | None] = st.session_state[f"{key}_cursors"]
-    return cursors
-
-
-def page_buttons(key: str, cursors: list[str | None], next_cursor: str | None) -> None:
-    """← Previous and Next → under a page of :func:`page_cursors`."""
-
-    def newer() -> None:
-        cursors.pop()
-
-    def older() -> None:
-        cursors.append(next_cursor)
-
-    cols = st.columns([1, 1, 6])
-    cols[0].button("← Previous", on_click=newer, disabled=len(cursors) == 1, key=f"{key}_prev", width="stretch")
-    cols[1].button("Next →", on_click=older, disabled=next_cursor is None, key=f"{key}_next", width="stretch")
-
-
 def thread_title(conv: Conversation | None, continuation_id: str | None = None) -> str:
-    if conv is not None and conv.title:
-        return conv.title
+    """A thread's title for display, Markdown syntax removed (a title is the first words of a
+    message, which may open with a code fence or a heading); untitled threads by their id."""
+    title = plain_title(conv.title) if conv is not None else None
+    if title:
+        return title
     cid = conv.continuation_id if conv is not None else continuation_id or "?"
     return f"Untitled thread {cid[:8]}"
 
@@ -199,10 +161,8 @@ def message_meta(m: Message) -> str:
             ("reasoning", u.reasoning_tokens),
         ]
         parts.append(" / ".join(f"{name} {n:,}" for name, n in buckets if n or name in ("in", "out")) + " tokens")
-    if m.cost_usd is not None:
-        parts.append(money(m.cost_usd))
-    elif u.total and m.model:
-        parts.append("unpriced")
+    if (cost := fmt.message_cost(m)) is not None:  # the app's one cost rule: never a bare $0
+        parts.append(cost)
     if m.duration_ms is not None:
         parts.append(fmt.duration(m.duration_ms))
     if m.tool_name:
@@ -211,6 +171,15 @@ def message_meta(m: Message) -> str:
 
 
 _AVATARS = {"system": ":material/settings:", "tool": ":material/build:"}
+
+
+LONG_MESSAGE_CHARS = 4000  # longer messages are folded behind "Show all" in a thread
+_PREVIEW_CHARS = 400
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _PREVIEW_CHARS else flat[: _PREVIEW_CHARS - 1] + "…"
 
 
 def message(m: Message, *, target: bool = False) -> None:
@@ -224,6 +193,12 @@ def message(m: Message, *, target: bool = False) -> None:
         if len(m.content) > MAX_MARKDOWN_CHARS:
             st.caption(f"{len(m.content):,} characters: shown as plain text.")
             st.code(m.content, language=None, wrap_lines=True, height=400)
+        elif len(m.content) > LONG_MESSAGE_CHARS:
+            # A long reply is folded: its first lines as text, the whole of it one click away
+            # (open at once when it is the message a link points at).
+            st.caption(escape_markdown(_preview(m.content)))
+            with st.expander(f"Show all ({len(m.content):,} characters)", expanded=target):
+                st.markdown(safe_markdown(m.content))
         elif m.content.strip():
             st.markdown(safe_markdown(m.content))
         else:
@@ -233,27 +208,77 @@ def message(m: Message, *, target: bool = False) -> None:
             st.caption(f":material/attach_file: {escape_markdown(names)}")
 
 
-def color_map(values: Iterable[str | None]) -> dict[str, str]:
-    """A stable colour per category (sorted), so a model keeps its colour across charts."""
-    out: dict[str, str] = {}
-    for i, v in enumerate(sorted({v or NONE_LABEL for v in values})):
-        out[v] = "#B0B0B0" if v == NONE_LABEL else _PALETTE[i % len(_PALETTE)]
-    return out
+def color_map(values: Iterable[str | None], *, kind: str = "model") -> dict[str, str]:
+    """A colour per category, the same in every chart of the app and in the report
+    (:mod:`persistence.palette`): a model in a shade of its provider's hue, a provider in that
+    hue, ``(no model)`` grey; ``kind`` other than ``"model"``/``"provider"`` (a tool, a tag …)
+    gets the palette's category colours."""
+    names = list(values)
+    if kind in ("model", "provider"):
+        out = palette.colors(names)
+        out[NONE_LABEL] = palette.NO_MODEL
+        return out
+    return palette.category_colors(names, none_label=NONE_LABEL)
 
 
 def plot(
     fig: go.Figure, *, key: str, height: int = 360, title: str | None = None, hovermode: str = "x unified"
 ) -> None:
-    """A plotly chart in the app's style: title above it, legend below it."""
+    """A plotly chart in the app's style: title above it, legend above the plot (below it, the
+    legend sat on the dates of the x axis), no toolbar (on a phone it covered the legend).
+    An axis whose tick suffix is ``"B"`` counts bytes: its ticks read ``256 KiB``, ``1 MiB``,
+    as sizes do everywhere else, and so does the hover."""
     if title:
         st.markdown(f"**{escape_markdown(title)}**")
     fig.update_layout(
         height=height,
         margin={"l": 8, "r": 8, "t": 8, "b": 8},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "title": None},
+        legend={
+            "orientation": "h",
+            "yanchor": "bottom",
+            "y": 1.02,
+            "xanchor": "left",
+            "x": 0,
+            "title": None,
+            "traceorder": "normal",
+        },
         hovermode=hovermode,
+        colorway=list(palette.NEUTRALS),  # a series given no colour must not look like a model
     )
-    st.plotly_chart(fig, key=key, config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]})
+    byte_axes(fig)
+    st.plotly_chart(fig, key=key, config={"displayModeBar": False, "displaylogo": False, "responsive": True})
+
+
+def byte_axes(fig: go.Figure) -> None:
+    """Rewrite every axis with the tick suffix ``"B"`` (a count of bytes) in 1024-based units."""
+    for axis_name, letter in (("xaxis", "x"), ("yaxis", "y")):
+        axis = fig.layout[axis_name]
+        if axis.ticksuffix != "B":
+            continue
+        traces = [t for t in fig.data if t.type == "bar" and _bar_axis(t) == letter]
+        values = [[float(v or 0) for v in (t[letter] if t[letter] is not None else ())] for t in traces]
+        if fig.layout.barmode == "stack":
+            top = max((sum(col) for col in zip(*values, strict=False)), default=0.0)
+        else:
+            top = max((max(v, default=0.0) for v in values), default=0.0)
+        tickvals, ticktext = size_ticks(top)
+        axis.update(ticksuffix="", tickmode="array", tickvals=tickvals, ticktext=ticktext, rangemode="tozero")
+        for trace, vals in zip(traces, values, strict=True):
+            if trace.hovertemplate is None:
+                trace.update(
+                    customdata=[size(v) for v in vals],
+                    hovertemplate=f"%{{customdata}}<extra>{_hover_text(trace.name)}</extra>",
+                )
+
+
+def _bar_axis(trace: Any) -> str:
+    """The letter of the axis a bar trace's lengths are on."""
+    return "x" if trace.orientation == "h" else "y"
+
+
+def _hover_text(text: object) -> str:
+    # Plotly hover templates read %{…} and a few HTML tags: keep a name literal.
+    return html.escape(str(text or "")).replace("%", "%%").replace("{", "(").replace("}", ")")
 
 
 def store_caption(store: persistence.Store) -> str:

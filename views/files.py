@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
+from persistence import Page, StoredFile
 from persistence.formatting import size
 from persistence.uploads import download_type
-from ui import data, fmt, queries, widgets
+from ui import data, fmt, layout, lists, queries, urlstate, widgets
 from ui.safe import escape_markdown, inline_code
 
 PAGE_SIZE = 50
@@ -28,20 +29,30 @@ period = widgets.page_header("Files").period
 
 types = queries.mime_types(url)
 prefixes = sorted({t.split("/", 1)[0] + "/" for t in types})
-c = st.columns([2, 2, 2, 1, 1], vertical_alignment="bottom")
+# Every filter, the order and the page live in the URL (a reload or a shared link shows the same
+# uploads): the filters are bound to it by Streamlit, the order and page by ui.urlstate.
+c = layout.filter_panel("files").columns([2, 2, 2, 1, 1], vertical_alignment="bottom")
 mime = c[0].selectbox(
     "Type",
     [None, *prefixes, *types],
     format_func=lambda v: "Any" if v is None else (f"{v}*" if v.endswith("/") else v),
     key="files_type",
+    bind="query-params",
 )
-thread_id = c[1].text_input("Thread (continuation id)", key="files_thread").strip()
-session_id = c[2].text_input("Session", key="files_session").strip()
-unused = c[3].toggle("Unused only", key="files_unused", help="Files no thread uses")
-order = c[4].segmented_control(
-    "Order", list(ORDERS), format_func=ORDERS.__getitem__, default="recent", required=True, key="files_order"
+thread_id = (c[1].text_input("Thread (continuation id)", key="files_thread", bind="query-params") or "").strip()
+session_id = (c[2].text_input("Session", key="files_session", bind="query-params") or "").strip()
+unused = c[3].toggle("Unused only", key="files_unused", help="Files no thread uses", bind="query-params")
+urlstate.choice("files_order", list(ORDERS), "recent")
+chosen = c[4].segmented_control(
+    "Order",
+    list(ORDERS),
+    format_func=ORDERS.__getitem__,
+    required=True,
+    key="files_order",
+    on_change=urlstate.keep_choice,
+    args=("files_order", "recent"),
 )
-order = order or "recent"
+order = chosen if chosen in ORDERS else "recent"
 
 filters = {
     "since": period.since,
@@ -51,19 +62,24 @@ filters = {
     "session_id": session_id or None,
     "unused": unused,
 }
-cursors = widgets.page_cursors("files", order, filters)
+
+
+def fetch(cursor: str | None, limit: int) -> Page[StoredFile]:
+    return queries.list_files(url, order=order, cursor=cursor, limit=limit, **filters)
+
 
 try:
-    page = queries.list_files(url, order=order, cursor=cursors[-1], limit=PAGE_SIZE, **filters)
+    place = urlstate.keyset_page("files", (order, *sorted((k, str(v)) for k, v in filters.items())), fetch, PAGE_SIZE)
 except Exception as exc:  # e.g. a malformed id typed into a filter: say what is wrong
     st.warning(escape_markdown(data.scrub(str(exc), url)), icon=":material/error:")
     st.stop()
+page = place.page
 
 if not page.items:
     st.info("No upload matches these filters in this period.", icon=":material/filter_alt_off:")
     st.stop()
 
-first = (len(cursors) - 1) * PAGE_SIZE + 1
+first = (place.number - 1) * PAGE_SIZE + 1
 st.caption(
     f"Uploads {first:,}–{first + len(page.items) - 1:,}{' of more' if page.next_cursor else ''}, "
     f"{ORDERS[order].lower()} first · select a row for details and download"
@@ -85,7 +101,7 @@ event = st.dataframe(
     hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
-    key=f"files_table_{len(cursors)}",
+    key=f"files_table_{place.number}",
     height=min(36 * (len(table) + 1) + 3, 700),
     column_config={
         "File": st.column_config.TextColumn(width="medium"),
@@ -96,7 +112,7 @@ event = st.dataframe(
 )
 
 
-widgets.page_buttons("files", cursors, page.next_cursor)
+urlstate.page_buttons("files", place, fetch, PAGE_SIZE)
 
 rows = event.selection.rows
 if rows:
@@ -129,7 +145,11 @@ if rows:
         )
         users = queries.file_conversations(url, f.id)
         st.markdown(f"**Used by {len(users)} thread{'s' if len(users) != 1 else ''}**")
-        for conv in users:
-            widgets.thread_link(conv)
+        if users:  # each with its cost, by the app's one rule (never a bare $0 when unpriced)
+            lists.thread_rows(
+                users,
+                title=widgets.thread_title,
+                meta=lists.brief,
+            )
         if not users:
             st.caption("No thread uses this file.")

@@ -1,4 +1,4 @@
-"""Overview: the period's totals against the period before, 30 days of cost, and what needs attention."""
+"""Overview: the period's totals against the period before, its cost per day, and what needs attention."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import persistence
+from persistence import palette
 from persistence.formatting import money, size, thread_cost, tokens
-from ui import data, fmt, queries, widgets
+from ui import cards, data, fmt, lists, queries, stored, widgets
+from ui.insights import draw_alerts, draw_budgets
 from ui.nav import PAGES
 from ui.safe import escape_markdown, inline_code
 
@@ -122,23 +124,29 @@ cols[2].metric(
     help=f"{cur.tokens:,} tokens: input, cached input, cache writes, output and reasoning",
     border=True,
 )
+cost_change = delta(cur.cost_usd, p.cost_usd if p else None)
+unpriced = cards.unpriced_note(cur.unpriced_messages)  # never a bare $0 for usage without a price
 cols[3].metric(
     "Cost",
-    money(cur.cost_usd),
-    delta(cur.cost_usd, p.cost_usd if p else None),
+    cards.cost_value(cur.cost_usd, cur.unpriced_messages),
+    cost_change or unpriced,
     delta_color="off",
-    delta_description=period.compare_label,
+    delta_arrow="auto" if cost_change else "off",
+    delta_description=" · ".join(x for x in (period.compare_label, unpriced) if x) if cost_change else None,
     help=f"${cur.cost_usd:,.6f} USD at the price in force when each message was written"
     + (f"; {cur.unpriced_messages:,} unpriced messages are not included" if cur.unpriced_messages else ""),
     border=True,
 )
 all_stored = d.stored_total.iloc[0] if len(d.stored_total) else None
+duplicates = stored.all_duplicates(files=cur.files, uploads=cur.uploads)
 cols[4].metric(
     "Stored",
-    size(cur.stored_bytes),
-    delta(cur.stored_bytes, p.stored_bytes if p else None),
+    stored.stored_value(cur.stored_bytes, files=cur.files, uploads=cur.uploads),
+    # "−100 %" would read as a failure when dedup kept every upload out of storage: say that instead.
+    duplicates or delta(cur.stored_bytes, p.stored_bytes if p else None),
     delta_color="off",
-    delta_description=period.compare_label,
+    delta_arrow="off" if duplicates else "auto",
+    delta_description=None if duplicates else period.compare_label,
     help=(
         f"New bytes stored in the period, after dedup ({cur.uploads:,} uploads of {size(cur.uploaded_bytes)}). "
         + (
@@ -157,29 +165,35 @@ if cur.messages == 0 and cur.threads == 0:
         icon=":material/event_busy:",
     )
 
-# -- cost over 30 days, models, recent threads ------------------------------------------------
+# Unusual days against each model's, tool's … usual, and the budgets' progress (ui/insights.py).
+draw_alerts(store, period)
+draw_budgets(store)
+
+# -- cost per day of the period, models, recent threads ---------------------------------------
 
 left, right = st.columns([3, 2])
 with left:
-    total30 = float(d.daily["cost_usd"].sum())
     st.subheader("Cost per day")
-    st.caption(
-        f"The 30 days to {d.daily['day'].iloc[-1]:%Y-%m-%d}: {money(total30)}, "
-        f"{int(d.daily['messages'].sum()):,} messages"
-    )
+    if len(d.daily):
+        # The chart covers the page's period, so its total is the Cost card's.
+        shown = f"{d.daily['day'].iloc[0]:%Y-%m-%d} – {d.daily['day'].iloc[-1]:%Y-%m-%d}"
+        st.caption(
+            f"{escape_markdown(period.label)} ({shown}): {money(float(d.daily['cost_usd'].sum()))}, "
+            f"{int(d.daily['messages'].sum()):,} messages"
+        )
     spark = go.Figure(
         go.Scatter(
             x=d.daily["day"],
             y=d.daily["cost_usd"],
             mode="lines",
             fill="tozeroy",
-            line={"width": 2, "color": "#4C78A8"},
+            line={"width": 2, "color": palette.COST},
             hovertemplate="%{x|%Y-%m-%d}: $%{y:.4f}<extra></extra>",
             name="cost",
         )
     )
     spark.update_yaxes(tickprefix="$", rangemode="tozero")
-    widgets.plot(spark, key="overview_cost_30d", height=220)
+    widgets.plot(spark, key="overview_cost_by_day", height=220)
 
 with right:
     st.subheader("Cost by model")
@@ -192,7 +206,11 @@ with right:
                 y=[m or widgets.NONE_LABEL for m in top["model"]],
                 orientation="h",
                 marker_color=[colors[m or widgets.NONE_LABEL] for m in top["model"]],
-                hovertemplate="%{y}: $%{x:.4f}<extra></extra>",
+                customdata=[
+                    thread_cost(float(c), int(u))
+                    for c, u in zip(top["cost_usd"], top["unpriced_messages"], strict=True)
+                ],
+                hovertemplate="%{y}: %{customdata}<extra></extra>",
                 name="cost",
             )
         )
@@ -204,15 +222,15 @@ with right:
 
 st.subheader("Recent threads")
 if d.recent:
-    for conv in d.recent:
-        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
-            widgets.thread_link(conv)
-            st.caption(
-                escape_markdown(
-                    f"{fmt.ago(conv.updated_at)} · {conv.tool_name or 'no tool'} · {conv.model or 'no model'} · "
-                    f"{conv.message_count} messages · {thread_cost(conv.cost_usd, conv.unpriced_messages)}"
-                )
-            )
+    # Plain links (one history entry each), so Back from a thread returns here.
+    lists.thread_rows(
+        d.recent,
+        title=widgets.thread_title,
+        meta=lambda conv: (
+            f"{fmt.ago(conv.updated_at)} · {conv.tool_name or 'no tool'} · {conv.model or 'no model'} · "
+            f"{conv.message_count} messages"
+        ),
+    )
     st.page_link(PAGES["threads"].path, label="All threads", icon=":material/arrow_forward:")
 else:
     st.caption("No thread was active in this period.")

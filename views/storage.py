@@ -6,9 +6,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from persistence import StoredFile
+from persistence import StoredFile, palette
 from persistence.formatting import size
 from ui import data, queries, widgets
+from ui import stored as stored_text
 from ui.nav import PAGES, link
 from ui.safe import escape_markdown
 
@@ -26,8 +27,17 @@ t = d.totals.iloc[0] if len(d.totals) else pd.Series({"files": 0, "bytes": 0, "u
 stored, uploaded = int(t["bytes"]), int(t["logical_bytes"])
 saved = max(uploaded - stored, 0)
 
+duplicates = stored_text.all_duplicates(files=int(t["files"]), uploads=int(t["uploads"]))
 m = st.columns(4)
-m[0].metric("Stored", size(stored), help=f"{stored:,} bytes in {int(t['files']):,} new stored files", border=True)
+m[0].metric(
+    "Stored",
+    stored_text.stored_value(stored, files=int(t["files"]), uploads=int(t["uploads"])),
+    duplicates,  # 0 B stored is dedup at work, not a failure: say so under the figure
+    delta_color="off",
+    delta_arrow="off",
+    help=f"{stored:,} bytes in {int(t['files']):,} new stored files",
+    border=True,
+)
 m[1].metric("Uploaded", size(uploaded), help=f"{uploaded:,} bytes in {int(t['uploads']):,} uploads", border=True)
 m[2].metric(
     "Saved by dedup",
@@ -45,11 +55,16 @@ else:
     left, right = st.columns([3, 2])
     with left:
         by_day = d.by_day
-        days = pd.date_range(by_day["day"].min(), by_day["day"].max(), freq="D")
+        # Every day of the period (all time: of the uploads), so a quiet day shows as one.
+        days = pd.date_range(
+            pd.Timestamp(period.first_day) if period.first_day else by_day["day"].min(),
+            pd.Timestamp(period.last_day) if period.last_day else by_day["day"].max(),
+            freq="D",
+        )
         series = by_day.set_index("day").reindex(days, fill_value=0)
         fig = go.Figure()
-        fig.add_bar(x=series.index, y=series["logical_bytes"], name="Uploaded", marker_color="#B0B0B0")
-        fig.add_bar(x=series.index, y=series["bytes"], name="Stored", marker_color="#4C78A8")
+        fig.add_bar(x=series.index, y=series["logical_bytes"], name="Uploaded", marker_color=palette.UPLOADED)
+        fig.add_bar(x=series.index, y=series["bytes"], name="Stored", marker_color=palette.STORED)
         fig.update_layout(barmode="group")
         fig.update_yaxes(ticksuffix="B")
         widgets.plot(fig, key="storage_by_day", title="Bytes per day")
@@ -61,14 +76,14 @@ else:
             x=by_type["logical_bytes"],
             name="Uploaded",
             orientation="h",
-            marker_color="#B0B0B0",
+            marker_color=palette.UPLOADED,
         )
         fig.add_bar(
             y=by_type["mime_type"].fillna("(unknown)"),
             x=by_type["bytes"],
             name="Stored",
             orientation="h",
-            marker_color="#4C78A8",
+            marker_color=palette.STORED,
         )
         fig.update_layout(barmode="group")
         fig.update_xaxes(ticksuffix="B")
@@ -104,17 +119,21 @@ with left:
     st.subheader("Largest files")
     if d.largest:
         files_table(d.largest, "storage_largest")
-        st.caption("Each stored file once, however many times it was uploaded.")
+        st.caption(
+            f"Uploaded in {escape_markdown(period.describe())}; each stored file once, however many times it was uploaded."
+        )
     else:
         st.caption("No file in this period.")
 with right:
     st.subheader("Files no thread uses")
+    # Not limited to the period: an unused file costs storage whenever it was uploaded.
     if d.unused:
         files_table(d.unused, "storage_unused")
         st.caption(
-            ("The newest 25 of them. " if d.more_unused else "")
+            "All time, whatever the period. "
+            + ("The newest 25 of them. " if d.more_unused else "")
             + "`python -m persistence prune` removes files no remaining thread uses."
         )
     else:
-        st.caption("Every stored file is used by a thread.")
+        st.caption("All time: every stored file is used by a thread.")
 st.page_link(PAGES["files"].path, label="Browse all files", icon=":material/arrow_forward:")

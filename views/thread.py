@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
 import streamlit as st
 
-from persistence import Conversation
+from persistence import Conversation, Message
 from persistence.formatting import size, thread_cost, tokens
 from persistence.uploads import download_type
-from ui import data, export, fmt, queries, widgets
+from ui import data, export, fmt, lists, queries, whatif, widgets
 from ui.nav import PAGES
 from ui.queries import THREAD_PAGE
 from ui.safe import escape_markdown, inline_code
+
+RECENT = 20  # threads listed when no thread is named
+
 
 url = data.store_url()
 store = data.get_store()
@@ -34,17 +38,23 @@ except ValueError:
     target = None
 
 if not cid:
+    # No thread named: the most recent ones to open (with their cost), not a dead end.
     st.title("Thread")
-    st.write("Open a thread from **Threads** or **Search**, or paste its continuation id.")
+    st.write("Open one of the most recent threads, paste a continuation id, or find one in **Threads** or **Search**.")
     entered = st.text_input("Continuation id", key="thread_id_input", placeholder="e.g. 3f0c…")
     if entered.strip():
         st.query_params["thread"] = entered.strip()
         st.rerun()
-    recent = queries.list_threads(url, limit=10)
+    recent = queries.list_threads(url, limit=RECENT)
     if recent.items:
         st.subheader("Recent threads")
-        for recent_thread in recent.items:
-            widgets.thread_link(recent_thread)
+        lists.thread_rows(
+            recent.items,
+            title=widgets.thread_title,
+            meta=lists.brief,
+            head=("Thread (click to open)", "Cost"),
+        )
+        st.page_link(PAGES["threads"].path, label="All threads", icon=":material/forum:")
     st.stop()
 
 try:
@@ -81,10 +91,29 @@ if conv.status != "active":
 if conv.session_id:
     meta.append(f"session {inline_code(conv.session_id)}")
 st.caption(" · ".join(meta))
+if conv.redacted_at is not None:
+    st.info(
+        f"Content redacted {escape_markdown(fmt.when(conv.redacted_at))}: its text and files were erased; "
+        "tokens, costs, models and times are kept.",
+        icon=":material/visibility_off:",
+    )
 if conv.tags:
     with st.container(horizontal=True, gap="small"):
         for tag in conv.tags:
             st.badge(escape_markdown(tag), icon=":material/sell:", color="gray")
+
+# Newer / older thread (by last activity, as Threads lists them) and the id to copy: the
+# continuation id is what an MCP client passes to go on with this thread.
+newer, older = queries.neighbours(url, cid)
+nav = st.columns([2, 2, 3], vertical_alignment="center")
+with nav[0]:
+    if newer is not None:
+        st.html(lists.nav_link_html(lists.thread_href(newer.continuation_id), "← Newer", widgets.thread_title(newer)))
+with nav[1]:
+    if older is not None:
+        st.html(lists.nav_link_html(lists.thread_href(older.continuation_id), "Older →", widgets.thread_title(older)))
+with nav[2]:
+    st.code(conv.continuation_id, language=None)  # Streamlit's copy button comes with it
 
 u = conv.usage
 cols = st.columns([1, 1, 1, 2], vertical_alignment="center")
@@ -100,7 +129,7 @@ cols[1].metric(
 )
 cols[2].metric(
     "Cost",
-    thread_cost(conv.cost_usd, conv.unpriced_messages),
+    fmt.cost(conv),
     help=f"${conv.cost_usd:.6f} USD"
     + (f"; {conv.unpriced_messages} messages have no price" if conv.unpriced_messages else ""),
     border=True,
@@ -125,6 +154,8 @@ with cols[3]:
             icon=":material/description:",
             on_click="ignore",
         )
+
+whatif.draw_thread(url, conv)
 
 # -- related threads and files -------------------------------------------------------------
 
@@ -162,6 +193,55 @@ if conv.files:
 
 # -- messages ----------------------------------------------------------------------------
 
+
+def turn_strip(loaded: list[Message]) -> None:
+    """Per turn: cost (the one rule: never a bare $0 for no price), latency, cache hit and the
+    running cost. The loaded messages are the thread's newest, so the running cost at a turn is
+    the thread's total less the turns after it: exact even when older turns are not loaded."""
+    after_usd = 0.0
+    after_unpriced = 0
+    running: list[str] = []
+    for m in reversed(loaded):
+        usd, unpriced = shown.cost_usd - after_usd, shown.unpriced_messages - after_unpriced
+        # Nothing spent yet (turns before the first priced or unpriced one): a dash, so a thread
+        # whose cost is unpriced never shows a $0 anywhere.
+        running.append(thread_cost(usd, unpriced) if usd > 1e-12 or unpriced else "–")
+        after_usd += m.cost_usd or 0.0
+        after_unpriced += fmt.message_cost(m) == "unpriced"
+    running.reverse()
+    table = pd.DataFrame(
+        {
+            "Turn": [m.seq for m in loaded],
+            "Role": [m.role for m in loaded],
+            "Model": [m.model or "" for m in loaded],
+            "Tokens": [m.usage.total for m in loaded],
+            "Cache hit": [cache_hit(m) for m in loaded],
+            "Latency": [fmt.duration(m.duration_ms) if m.duration_ms is not None else "" for m in loaded],
+            "Cost": [fmt.message_cost(m) or "" for m in loaded],
+            "Running cost": running,
+        }
+    )
+    with st.expander("Per turn: cost, latency, cache hit, running cost", icon=":material/timeline:", expanded=True):
+        st.dataframe(
+            table,
+            hide_index=True,
+            key="thread_turns",
+            height=min(36 * (len(table) + 1) + 3, 400),
+            column_config={
+                "Tokens": st.column_config.NumberColumn(format="localized"),
+                "Cache hit": st.column_config.ProgressColumn(
+                    format="percent", min_value=0.0, max_value=1.0, help="Cached input tokens / all input tokens"
+                ),
+            },
+        )
+
+
+def cache_hit(m: Message) -> float | None:
+    """The share of a turn's input that was read from the provider's cache (None: no input)."""
+    read = m.usage.input_tokens + m.usage.cached_input_tokens
+    return m.usage.cached_input_tokens / read if read else None
+
+
 older_key = f"thread_older_pages::{cid}"
 pages_wanted = int(st.session_state.get(older_key, 0))
 messages = list(conv.messages)
@@ -197,6 +277,7 @@ else:
             key="thread_load_older",
         )
     st.caption(f"Messages #{messages[0].seq}–#{messages[-1].seq} of {conv.message_count:,}, oldest first")
+    turn_strip(messages)
     for m in messages:
         widgets.message(m, target=m.seq == target)
     if target is not None and any(m.seq == target for m in messages):

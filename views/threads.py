@@ -1,17 +1,34 @@
-"""Threads: filtered on the server, one keyset page at a time, newest activity or cost first."""
+"""Threads: filtered and sorted on the server, one keyset page at a time.
+
+Every filter, the sort and the page live in the URL (``?model=glm-4.6&sort=cost&page=2&after=…``),
+so a reload, a shared link and the browser's Back button show the same list. The list is drawn
+as rows of links (:mod:`ui.lists`), not as a data grid: a grid would let a click on a column
+header sort the 50 rows on screen and call that the order, while the real order is the store's
+(one sort control, the only one). A row opens its thread with a click (or Tab and Enter), and
+its cost sits right after the title, at any width.
+"""
 
 from __future__ import annotations
 
 import math
 
-import pandas as pd
 import streamlit as st
 
-from ui import data, queries, widgets
-from ui.nav import PAGES, link
+from persistence import Conversation, Page
+from persistence.formatting import tokens
+from ui import data, export, fmt, layout, lists, queries, urlstate, widgets
+from ui.safe import inline_code
 
 PAGE_SIZE = 50
-ORDERS = {"recent": "Last activity", "cost": "Cost", "created": "Created"}
+CSV_ROWS = 1000  # the store's page limit: one read
+TITLE_CHARS = 120  # longer titles are cut: a row stays within two lines
+# The store's orders: each is an index, so sorting a million threads by cost costs one page.
+SORTS = {"recent": "Last activity", "cost": "Cost", "created": "Created"}
+SORT_CAPTIONS = {
+    "recent": "last activity, newest first",
+    "cost": "cost, highest first",
+    "created": "creation, newest first",
+}
 
 url = data.store_url()
 
@@ -21,30 +38,57 @@ facets = queries.facets(url)
 
 
 def any_of(label: str, options: list[str], key: str) -> str | None:
-    return st.selectbox(label, [None, *options], format_func=lambda v: "Any" if v is None else v, key=key)
+    return st.selectbox(
+        label, [None, *options], format_func=lambda v: "Any" if v is None else v, key=key, bind="query-params"
+    )
 
 
-c = st.columns([2, 2, 2, 2, 1])
+FILTER_KEYS = ("model", "provider", "tool", "tag", "min_cost", "title")
+# On a phone the filters fold behind one switch (ui.layout), which says how many are on; the sort
+# stays in view.
+panel = layout.filter_panel("threads", active=sum(1 for k in FILTER_KEYS if st.query_params.get(k)))
+c = panel.columns([2, 2, 2, 2, 1])
 with c[0]:
-    model = any_of("Model", facets.get("models", []), "threads_model")
+    model = any_of("Model", facets.get("models", []), "model")
 with c[1]:
-    provider = any_of("Provider", facets.get("providers", []), "threads_provider")
+    provider = any_of("Provider", facets.get("providers", []), "provider")
 with c[2]:
-    tool = any_of("Tool", facets.get("tools", []), "threads_tool")
+    tool = any_of("Tool", facets.get("tools", []), "tool")
 with c[3]:
-    tag = any_of("Tag", facets.get("tags", []), "threads_tag")
+    tag = any_of("Tag", facets.get("tags", []), "tag")
 with c[4]:
     min_cost = st.number_input(
-        "Min cost ($)", min_value=0.0, value=0.0, step=0.01, format="%.2f", key="threads_min_cost"
+        "Min cost ($)",
+        min_value=0.0,
+        value=0.0,
+        step=0.01,
+        format="%.2f",
+        key="min_cost",
+        bind="query-params",
     )
 c = st.columns([3, 2], vertical_alignment="bottom")
 with c[0]:
-    text = st.text_input("Title contains", key="threads_text", placeholder="words in the thread title")
+    text = panel.text_input("Title contains", key="title", placeholder="words in the thread title", bind="query-params")
 with c[1]:
-    order = st.segmented_control(
-        "Sort by", list(ORDERS), format_func=ORDERS.__getitem__, default="recent", required=True, key="threads_order"
+    urlstate.choice("sort", list(SORTS), "recent")
+    sort = st.segmented_control(
+        "Sort by",
+        list(SORTS),
+        format_func=SORTS.__getitem__,
+        required=True,
+        key="sort",
+        on_change=urlstate.keep_choice,
+        args=("sort", "recent"),
     )
-order = order or "recent"
+order = sort if sort in SORTS else "recent"
+# A session has no list to pick from: it arrives in the URL from Usage's spend by session.
+session = (st.query_params.get("session") or "").strip() or None
+if session:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"Only session {inline_code(session)}")
+        if st.button("Every session", icon=":material/close:", key="clear_session"):
+            del st.query_params["session"]
+            st.rerun()
 
 filters = {
     "since": period.since,
@@ -53,60 +97,68 @@ filters = {
     "provider": provider,
     "tool_name": tool,
     "tag": tag,
+    "session_id": session,
     "min_cost": min_cost or None,
-    "text": text.strip() or None,
+    "text": (text or "").strip() or None,
 }
 
-cursors = widgets.page_cursors("threads", order, filters)
 
-page = queries.list_threads(url, order=order, cursor=cursors[-1], limit=PAGE_SIZE, **filters)
-summary = st.empty()  # filled in after the table: the count may take longer than the page
+def fetch(cursor: str | None, limit: int) -> Page[Conversation]:
+    return queries.list_threads(url, order=order, cursor=cursor, limit=limit, **filters)
 
-if not page.items:
+
+place = urlstate.keyset_page("threads", (order, *sorted((k, str(v)) for k, v in filters.items())), fetch, PAGE_SIZE)
+items: tuple[Conversation, ...] = place.page.items
+summary = st.empty()  # filled in after the rows: the count may take longer than the page
+if place.refused:
+    st.caption("The page in the link does not belong to this list: showing its first page.")
+
+
+def row_meta(t: Conversation) -> str:
+    when = f"created {fmt.when(t.created_at)}" if order == "created" else f"last activity {fmt.ago(t.updated_at)}"
+    parts = [
+        f"{t.message_count:,} messages",
+        f"{tokens(t.total_tokens)} tokens",
+        t.model or "no model",
+        t.tool_name or "no tool",
+        when,
+    ]
+    if t.tags:
+        parts.append(", ".join(t.tags))
+    return " · ".join(parts)
+
+
+def short(title: str) -> str:
+    title = " ".join(title.split())
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
+
+
+if not items:
     summary.empty()
     st.info("No thread matches these filters in this period.", icon=":material/filter_alt_off:")
 else:
-    table = pd.DataFrame(
-        {
-            "Title": [widgets.thread_title(t) for t in page.items],
-            "Last activity": [t.updated_at for t in page.items],
-            "Tool": [t.tool_name for t in page.items],
-            "Model": [t.model for t in page.items],
-            "Messages": [t.message_count for t in page.items],
-            "Tokens": [t.total_tokens for t in page.items],
-            "Cost": [t.cost_usd for t in page.items],
-            "Unpriced": [t.unpriced_messages for t in page.items],
-            "Tags": [list(t.tags) for t in page.items],
-            "Open": [link("thread", thread=t.continuation_id) for t in page.items],
-        }
+    lists.thread_rows(
+        items,
+        title=lambda t: short(widgets.thread_title(t)),
+        meta=row_meta,
+        head=("Thread (click to open)", "Cost"),
     )
-    event = st.dataframe(
-        table,
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key=f"threads_table_{len(cursors)}",
-        height=min(36 * (len(table) + 1) + 3, 1200),
-        column_config={
-            "Title": st.column_config.TextColumn(width="large"),
-            "Last activity": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", timezone="UTC"),
-            "Tokens": st.column_config.NumberColumn(format="localized"),
-            "Cost": st.column_config.NumberColumn(format="$%.4f", help="USD; unpriced messages are not included"),
-            "Unpriced": st.column_config.NumberColumn(help="Messages from models without a price"),
-            "Tags": st.column_config.ListColumn(),
-            "Open": st.column_config.LinkColumn(display_text="Open ↗", help="Open in a new tab"),
-        },
-    )
-    st.caption("Select a row to open the thread.")
-    if event.selection.rows:
-        chosen = page.items[event.selection.rows[0]]
-        st.switch_page(PAGES["thread"].path, query_params={"thread": chosen.continuation_id})
 
-    widgets.page_buttons("threads", cursors, page.next_cursor)
+    urlstate.page_buttons("threads", place, fetch, PAGE_SIZE)
 
     total = queries.count_threads(url, **filters)
-    first = (len(cursors) - 1) * PAGE_SIZE + 1
+    first = (place.number - 1) * PAGE_SIZE + 1
     summary.caption(
-        f"**{total:,}** threads · page {len(cursors)} of {max(1, math.ceil(total / PAGE_SIZE)):,} · "
-        f"showing {first:,}–{first + len(page.items) - 1:,} · sorted by {ORDERS[order].lower()}"
+        f"**{total:,}** threads · page {place.number:,} of {max(1, math.ceil(total / PAGE_SIZE)):,} · "
+        f"showing {first:,}–{first + len(items) - 1:,} · sorted by {SORT_CAPTIONS[order]}"
+    )
+    st.download_button(
+        "Download CSV",
+        data=lambda: export.threads_csv(fetch(None, CSV_ROWS).items),
+        file_name=f"threads-{order}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="threads_csv",
+        help=f"The first {CSV_ROWS:,} threads of this list, in this order; cost in exact decimal USD",
     )

@@ -19,6 +19,10 @@ __all__ = ["build_server"]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 GroupKey = Literal["day", "week", "month", "model", "provider", "tool_name"]
+ALERTS_SHOWN = 20  # anomalies listed in usage_summary (the worst first); the rest are counted
+# From the rollup only, so usage_summary stays fast on a large store; a flagged model or tool names
+# the thread behind it. Threads against threads: `python -m persistence alerts`.
+ALERT_DIMENSIONS = ("model", "provider", "tool_name")
 
 
 def _when(value: str | None, name: str) -> datetime | None:
@@ -174,12 +178,28 @@ def build_server(store: Store) -> MCPServer:
         group_by: list[GroupKey] | None = None,
         since: str | None = None,
         until: str | None = None,
+        alerts: bool = True,
     ) -> dict[str, Any]:
         """Token usage and cost (USD), grouped (default: by model), with totals.
 
         Tokens are split into input, cached input, cache write, output and reasoning. Messages
         from models with no known price are counted in unpriced_messages, not as $0.
+        With alerts (default): "anomalies", the days in the period (default the last 7 days)
+        on which a model, provider or tool cost far more or less than its usual, each with its
+        reason and the thread behind a spike; and "budgets", where every budget stands (state ok,
+        warning or over).
         """
+        extra: dict[str, Any] = {}
+        if alerts:
+            found = await call(
+                store.anomalies, since=_when(since, "since"), until=_when(until, "until"), dimensions=ALERT_DIMENSIONS
+            )
+            states = await call(store.budget_status)
+            extra = {
+                "anomalies": [a.as_dict() for a in found[:ALERTS_SHOWN]],
+                "anomalies_not_shown": max(0, len(found) - ALERTS_SHOWN),
+                "budgets": [s.as_dict() for s in states],
+            }
         keys = list(group_by or ["model"])
         frame = await call(store.usage, keys, since=_when(since, "since"), until=_when(until, "until"))
         totals = await call(store.usage, (), since=_when(since, "since"), until=_when(until, "until"))
@@ -191,6 +211,25 @@ def build_server(store: Store) -> MCPServer:
             record["cost_usd"] = round(float(record["cost_usd"]), 6)
             rows.append(record)
         total = {k: (round(float(v), 6) if k == "cost_usd" else int(v)) for k, v in totals.iloc[0].items()}
-        return {"group_by": keys, "rows": rows, "totals": total}
+        return {"group_by": keys, "rows": rows, "totals": total, **extra}
+
+    @server.tool(annotations=READ_ONLY)
+    async def budget_status(
+        model: str | None = None,
+        provider: str | None = None,
+        tool_name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Am I over budget? The budgets a call with this model / provider / tool / thread tags
+        would count against (all budgets when none is given): spent and projected USD for the
+        current day, week or month, and state ok, warning (80 % spent or on pace to pass the
+        limit) or over. "over" is true when any of them is over: refuse or ask before the call.
+        """
+        states = await call(store.budget_status, model=model, provider=provider, tool_name=tool_name, tags=tags or ())
+        return {
+            "over": any(s.state == "over" for s in states),
+            "warning": any(s.state == "warning" for s in states),
+            "budgets": [s.as_dict() for s in states],
+        }
 
     return server

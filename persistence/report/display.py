@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..formatting import money, percent, size, tokens
+from ..formatting import money, percent, plain_title, plural, size, thread_cost, tokens
 from .charts import chart_html, figure, plotlyjs_html
 from .tables import NO_MODEL, Report
 
@@ -36,6 +36,9 @@ table.pr-table th{background:#f5f7f9}
 table.pr-table td.text,table.pr-table th.text{text-align:left;white-space:normal}
 table.pr-table td.text{max-width:32em}
 details.pr-data summary{cursor:pointer;color:#2a6fb0;margin:4px 0}
+.pr-chart-title{font-weight:600;font-size:1.05em;margin:18px 0 0;color:#2a3f5f}
+table.pr-table td.text a{color:#2a6fb0;text-decoration:none}
+table.pr-table td.text a:hover{text-decoration:underline}
 </style>"""
 
 
@@ -115,6 +118,7 @@ _FORMATS: dict[str, Callable[[Any], str]] = {
 }
 _HEADERS = {
     "cost_usd": "cost",
+    "app_link": "link",
     "total_tokens": "tokens",
     "updated_at": "last active",
     "unpriced_messages": "unpriced",
@@ -140,26 +144,36 @@ _TEXT_COLUMNS = (
 )
 
 
-def table_html(df: pd.DataFrame) -> str:
-    """A readable HTML table (values escaped: titles are user text)."""
+_NONE_TEXT = {"model": NO_MODEL, "provider": "(no provider)", "tool_name": "(no tool)", "mime_type": "(unknown type)"}
+
+
+def table_html(df: pd.DataFrame, *, links: pd.Series | None = None, unpriced: pd.Series | None = None) -> str:
+    """A readable HTML table (values escaped: titles are user text). ``links`` (one URL per row)
+    makes each title a link into the app; ``unpriced`` (messages without a price, per row) makes
+    each cost honest about them (``$0.41 + 10 unpriced``, as in the app)."""
     head = "".join(
         f'<th class="{"text" if c in _TEXT_COLUMNS else "num"}">{html.escape(_HEADERS.get(c, c.replace("_", " ")))}</th>'
         for c in df.columns
     )
     rows = []
-    for rec in df.itertuples(index=False):
+    for i, rec in enumerate(df.itertuples(index=False)):
         cells = []
         for col, value in zip(df.columns, rec, strict=True):
-            cells.append(
-                f'<td class="{"text" if col in _TEXT_COLUMNS else "num"}">{html.escape(_cell(col, value))}</td>'
-            )
+            text = html.escape(_cell(col, value))
+            if col == "cost_usd" and unpriced is not None:
+                text = html.escape(thread_cost(float(value or 0.0), int(unpriced.iloc[i] or 0)))
+            if col == "title" and links is not None and isinstance(links.iloc[i], str):
+                text = f'<a href="{html.escape(links.iloc[i], quote=True)}" target="_blank" rel="noopener">{text}</a>'
+            cells.append(f'<td class="{"text" if col in _TEXT_COLUMNS else "num"}">{text}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="pr-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _cell(col: str, value: Any) -> str:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return NO_MODEL if col in ("model", "provider", "tool_name", "mime_type") else "–"
+        return _NONE_TEXT.get(col, "–")
+    if col == "title":  # the first words of a message: show them without their Markdown
+        return plain_title(str(value)) or "(untitled)"
     if col in _FORMATS:
         return _FORMATS[col](value)
     if isinstance(value, pd.Timestamp | datetime):
@@ -183,9 +197,13 @@ def show_table(
     <details> under its chart. The output carries the whole table (see :func:`read_tables`)."""
     df = report.tables[name]
     shown = df[columns] if columns else df
-    markup = table_html(shown) if not df.empty else "<p><i>No rows in this period.</i></p>"
+    links = df["app_link"] if "app_link" in df and "title" in shown else None
+    unpriced = df["unpriced_messages"] if name == "top_threads" and "cost_usd" in shown else None
+    markup = (
+        table_html(shown, links=links, unpriced=unpriced) if not df.empty else "<p><i>Nothing in this period.</i></p>"
+    )
     if collapsed:
-        markup = f'<details class="pr-data"><summary>Show {html.escape(caption)} ({len(df):,} rows)</summary>{markup}</details>'
+        markup = f'<details class="pr-data"><summary>Show {html.escape(caption)} ({plural(len(df), "row")})</summary>{markup}</details>'
     _display_html(markup, glue=_glue(report, name))
 
 

@@ -24,13 +24,22 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block extra_css -%}
+{#- Its own small stylesheet instead of JupyterLab's 250 KB one: the report shows only text,
+    tables and charts, which carry their own styles. -#}
+{%- block notebook_css -%}
 <style>
-body.jp-Notebook main { max-width: 1180px; margin: 0 auto; padding: 12px 24px 48px; }
-.jp-Cell { padding: 0 !important; }
-.jp-Cell-outputWrapper .jp-OutputArea-output { overflow-x: auto; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328; background: #fff; }
+main { max-width: 1180px; margin: 0 auto; padding: 12px 24px 48px; }
+h1 { font-size: 1.9em; margin: .6em 0 .3em; } h2 { font-size: 1.35em; margin: 1.4em 0 .4em; border-bottom: 1px solid #e3e6ea; padding-bottom: .2em; }
+p { margin: .4em 0; } code { font-size: .9em; background: #f3f4f6; padding: 0 .25em; border-radius: 3px; }
+hr { border: 0; border-top: 1px solid #e3e6ea; margin: 2em 0 1em; }
+a.anchor-link { display: none; }
+.jp-OutputArea-output { overflow-x: auto; }
+.jp-RenderedText pre, .jp-OutputArea-output pre { white-space: pre-wrap; font-size: .85em; }
+@media (max-width: 640px) { main { padding: 8px 10px 32px; } body { font-size: 14px; } }
+@media print { * { -webkit-print-color-adjust: exact; print-color-adjust: exact; } }
 </style>
-{%- endblock extra_css -%}
+{%- endblock notebook_css -%}
 """
 
 
@@ -62,6 +71,7 @@ def load_notebook(
     since: datetime | None = None,
     until: datetime | None = None,
     top: int = 20,
+    app_url: str | None = None,
 ) -> nbformat.NotebookNode:
     """The report notebook with these parameters injected, ready to execute."""
     import nbformat
@@ -79,6 +89,8 @@ def load_notebook(
         "until": until.isoformat() if until else None,
         "top": top,
     }
+    if app_url is not None:  # else the notebook's own default (PERSISTENCE_APP_URL, localhost)
+        params["app_url"] = app_url
     return inject_parameters(nb, params)
 
 
@@ -139,9 +151,10 @@ def run_notebook(
     timeout: int = 600,
     cwd: str | Path | None = None,
     progress: Callable[[int], object] | None = None,
+    app_url: str | None = None,
 ) -> nbformat.NotebookNode:
     """:func:`load_notebook` then :func:`execute_notebook`: the executed report notebook."""
-    nb = load_notebook(notebook, url=url, since=since, until=until, top=top)
+    nb = load_notebook(notebook, url=url, since=since, until=until, top=top, app_url=app_url)
     return execute_notebook(nb, timeout=timeout, cwd=cwd, progress=progress)
 
 
@@ -156,7 +169,8 @@ def _last_lines(text: str, n: int = 12) -> str:
 
 def export_html(nb: nbformat.NotebookNode, *, title: str = "Cost and usage report") -> str:
     """The executed notebook as one self-contained HTML page: outputs only (no code, no
-    cells tagged ``notebook-only``), plotly.js inline once, nothing loaded from the network."""
+    cells tagged ``notebook-only``), plotly.js inline once (compressed), nothing loaded from
+    the network, no stylesheet but the report's own."""
     import jinja2
     from nbconvert import HTMLExporter
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import pandas as pd
 
+from ..env import load_env
 from ..errors import PersistenceError, ValidationError
-from ..formatting import money, percent, size, tokens
+from ..formatting import money, percent, plain_title, plural, size, tokens
 from ..store import Store, period_days
 from ..when import parse_when
 
@@ -50,6 +52,8 @@ TOKEN_COLUMNS = (
     "reasoning_tokens",
 )
 NO_MODEL = "(no model)"
+DEFAULT_APP_URL = "http://localhost:8501"
+"""Where the report's thread links point when neither ``app_url`` nor ``PERSISTENCE_APP_URL`` says."""
 
 
 class ReportError(PersistenceError):
@@ -68,6 +72,7 @@ class Report:
     generated_at: datetime
     top: int
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    app_url: str = DEFAULT_APP_URL  # the app the thread links open (no trailing slash)
 
     @property
     def findings(self) -> list[str]:
@@ -110,18 +115,31 @@ def _label(value: Any) -> str:
     return NO_MODEL if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def app_base_url(app_url: str | None = None) -> str:
+    """The app's address for links: ``app_url``, else ``PERSISTENCE_APP_URL`` (environment or
+    ``.env``), else :data:`DEFAULT_APP_URL`; an http(s) URL without a trailing slash."""
+    value = (app_url or load_env().get("PERSISTENCE_APP_URL") or DEFAULT_APP_URL).strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValidationError("app_url", f"expected the app's http(s) address like {DEFAULT_APP_URL}, got {value!r}")
+    return value.rstrip("/")
+
+
 def build(
     store: Store,
     *,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     top: int = 20,
+    app_url: str | None = None,
 ) -> Report:
     """Compute every report table for the UTC days overlapping [since, until).
 
     ``since``/``until`` take datetimes or the CLI's forms (``2025-10-01``, an ISO time,
-    ``30d``). Nothing is cached: each call reads the store afresh.
+    ``30d``). ``app_url`` is where the costliest threads link to (see :func:`app_base_url`).
+    Nothing is cached: each call reads the store afresh.
     """
+    base_url = app_base_url(app_url)
     since_dt, until_dt = _when(since, "since"), _when(until, "until")
     if since_dt and until_dt and since_dt >= until_dt:
         raise ValidationError("until", f"must be after since ({since_dt:%Y-%m-%d %H:%M} UTC)")
@@ -156,13 +174,12 @@ def build(
     daily["cached_savings_usd"] = daily["cached_savings_usd"].fillna(0.0)
 
     by_model = _with_shares(by_model, total_cost)
-    by_model = by_model.merge(
-        savings.groupby(["model", "provider"], as_index=False, dropna=False).agg(
-            cached_savings_usd=("saved_usd", "sum")
-        ),
-        on=["model", "provider"],
-        how="left",
+    saved_by_model = savings.groupby(["model", "provider"], as_index=False, dropna=False).agg(
+        cached_savings_usd=("saved_usd", "sum")
     )
+    # A key column with no value at all comes back as float (NaN): merge on text either way.
+    keys = {"model": object, "provider": object}
+    by_model = by_model.astype(keys).merge(saved_by_model.astype(keys), on=["model", "provider"], how="left")
     by_model["cached_savings_usd"] = by_model["cached_savings_usd"].fillna(0.0)
     by_model = by_model.sort_values(["cost_usd", "total_tokens", "messages"], ascending=False, kind="stable")
     by_provider = _with_shares(by_provider, total_cost).sort_values(
@@ -174,7 +191,7 @@ def build(
 
     cache = _cache_table(savings)
     unpriced = _unpriced_table(store, by_model, savings)
-    top_threads = _top_threads(store, since_dt, until_dt, top)
+    top_threads = _top_threads(store, since_dt, until_dt, top, base_url)
     for df in (storage_daily, storage_by_type):
         df["dedup_saved_bytes"] = df["logical_bytes"] - df["bytes"]
 
@@ -186,6 +203,7 @@ def build(
         last_day=last_day,
         generated_at=datetime.now(UTC).replace(microsecond=0),
         top=top,
+        app_url=base_url,
     )
     threads = store.count_conversations(since=since_dt, until=until_dt)
     report.tables = {
@@ -201,7 +219,8 @@ def build(
         "storage_daily": storage_daily.reset_index(drop=True),
         "storage_by_type": storage_by_type.sort_values("logical_bytes", ascending=False).reset_index(drop=True),
     }
-    report.tables["findings"] = pd.DataFrame({"finding": _findings(report)}, dtype=object)
+    findings = _findings(report) + _alert_findings(store, first_day, last_day)
+    report.tables["findings"] = pd.DataFrame({"finding": findings}, dtype=object)
     return report
 
 
@@ -300,7 +319,7 @@ def _unpriced_table(store: Store, by_model: pd.DataFrame, savings: pd.DataFrame)
     return df.sort_values("unpriced_messages", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _top_threads(store: Store, since: datetime | None, until: datetime | None, top: int) -> pd.DataFrame:
+def _top_threads(store: Store, since: datetime | None, until: datetime | None, top: int, app_url: str) -> pd.DataFrame:
     page = store.list_conversations(since=since, until=until, order="cost", limit=top)
     rows = [
         {
@@ -314,6 +333,8 @@ def _top_threads(store: Store, since: datetime | None, until: datetime | None, t
             "total_tokens": c.total_tokens,
             "cost_usd": c.cost_usd,
             "unpriced_messages": c.unpriced_messages,
+            # The thread in the app (views/thread.py reads ?thread=): the report's way in.
+            "app_link": f"{app_url}/thread?{urlencode({'thread': c.continuation_id})}",
         }
         for c in page
     ]
@@ -328,6 +349,7 @@ def _top_threads(store: Store, since: datetime | None, until: datetime | None, t
         "total_tokens",
         "cost_usd",
         "unpriced_messages",
+        "app_link",
     ]
     return pd.DataFrame(rows, columns=columns)
 
@@ -383,8 +405,9 @@ def _findings(r: Report) -> list[str]:
     cost = float(k["cost_usd"])
     if k["messages"]:
         out.append(
-            f"{k['messages']:,} messages in {k['threads']:,} threads used {tokens(k['total_tokens'])} tokens "
-            f"and cost {money(cost)} over {k['days']} days ({money(k['cost_per_day_usd'])} a day)."
+            f"{plural(k['messages'], 'message')} in {plural(k['threads'], 'thread')} used "
+            f"{tokens(k['total_tokens'])} tokens and cost {money(cost)} over {plural(k['days'], 'day')} "
+            f"({money(k['cost_per_day_usd'])} a day)."
         )
     priced = _records(t["by_model"][t["by_model"]["cost_usd"] > 0])
     if cost > 0 and priced:
@@ -436,7 +459,7 @@ def _findings(r: Report) -> list[str]:
     threads = _records(t["top_threads"])
     if threads and threads[0]["cost_usd"] > 0:
         head = threads[0]
-        title = head["title"] or head["continuation_id"]
+        title = plain_title(head["title"]) or head["continuation_id"]
         title = title if len(title) <= 60 else title[:59] + "…"
         sentence = (
             f"The costliest thread, “{title}” ({head['tool_name'] or 'no tool'}, {head['model'] or NO_MODEL}), "
@@ -450,12 +473,16 @@ def _findings(r: Report) -> list[str]:
     for u in unpriced[:3]:
         where = f"from {u['model']}" if u["model"] is not None else "naming no model"
         out.append(
-            f"{u['unpriced_messages']:,} messages {where} have no price ({u['reason']}): "
+            f"{plural(u['unpriced_messages'], 'message')} {where} {'has' if u['unpriced_messages'] == 1 else 'have'} "
+            f"no price ({u['reason']}): "
             f"their {tokens(u['unpriced_tokens'])} tokens are not in the cost."
         )
     if len(unpriced) > 3:
         rest = sum(u["unpriced_messages"] for u in unpriced[3:])
-        out.append(f"{rest:,} more unpriced messages come from {len(unpriced) - 3} other models.")
+        out.append(
+            f"{plural(rest, 'more unpriced message')} {'comes' if rest == 1 else 'come'} from "
+            f"{plural(len(unpriced) - 3, 'other model')}."
+        )
     if k["reasoning_tokens"]:
         m = _records(t["by_model"].sort_values("reasoning_tokens", ascending=False, kind="stable"))[0]
         out.append(
@@ -464,7 +491,8 @@ def _findings(r: Report) -> list[str]:
         )
     if k["uploads"]:
         out.append(
-            f"{k['uploads']:,} uploads ({size(k['logical_bytes'])}) were stored as {k['files_stored']:,} new files "
+            f"{plural(k['uploads'], 'upload')} ({size(k['logical_bytes'])}) {'was' if k['uploads'] == 1 else 'were'} "
+            f"stored as {plural(k['files_stored'], 'new file')} "
             f"({size(k['bytes_stored'])}): deduplication saved {size(k['dedup_saved_bytes'])} "
             f"({percent(_share(k['dedup_saved_bytes'], k['logical_bytes']))})."
         )
@@ -493,3 +521,28 @@ def write_csv(report: Report, directory: str | Path) -> list[Path]:
         df.to_csv(path, index=False, lineterminator="\n")
         written.append(path)
     return written
+
+
+ALERT_FINDINGS = 3  # unusual days named in the findings; the rest are counted
+ALERT_DAYS = 30  # the report's last 30 days are looked at (the baseline reads 8 weeks before)
+
+
+def _alert_findings(store: Store, first_day: date | None, last_day: date | None) -> list[str]:
+    """The report's unusual days (``store.anomalies``, persistence/insights.py) in words: spikes
+    first, as they cost money, then new models and tools, then dips."""
+    if first_day is None or last_day is None:
+        return []
+    start = max(first_day, last_day - timedelta(days=ALERT_DAYS - 1))
+    found = store.anomalies(
+        since=datetime.combine(start, datetime.min.time(), UTC),
+        until=datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC),
+    )
+    rank = {"spike": 0, "new": 1, "dip": 2}
+    found.sort(key=lambda a: (rank.get(a.kind, 3), -a.day.toordinal()))
+    out = [f"Unusual: {a.reason}." for a in found[:ALERT_FINDINGS]]
+    if len(found) > ALERT_FINDINGS:
+        out.append(
+            f"{plural(len(found) - ALERT_FINDINGS, 'more alert')} from {start:%d %b} to {last_day:%d %b}; "
+            "the alerts command lists every one."
+        )
+    return out

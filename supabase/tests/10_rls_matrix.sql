@@ -50,6 +50,8 @@ insert into k values
     ('uploadB', 'b0000000-0000-4000-8000-0000000000d1'),
     ('provA', 'a0000000-0000-4000-8000-000000000091'),
     ('provB', 'b0000000-0000-4000-8000-000000000091'),
+    ('budgetA', 'a0000000-0000-4000-8000-0000000000b1'),
+    ('budgetB', 'b0000000-0000-4000-8000-0000000000b1'),
     ('new', 'a0000000-0000-4000-8000-0000000000aa'),
     ('new2', 'a0000000-0000-4000-8000-0000000000ab'),
     ('hashA', repeat('a', 64)),
@@ -126,6 +128,9 @@ create function pg_temp.b_digest() returns text language sql as $$
             where cf.user_id = b.id or cf.file_id in (select id from bf) or cf.conversation_id in (select id from bc)
         union all select p::text from public.provider_files p, b where p.user_id = b.id or p.file_id in (select id from bf)
         union all select d::text from public.usage_daily d, b where d.user_id = b.id
+        union all select f::text from public.conversation_facets f, b
+            where f.user_id = b.id or f.conversation_id in (select id from bc)
+        union all select bu::text from public.budgets bu, b where bu.user_id = b.id
         union all select o.name from storage.objects o, b where o.name like b.id::text || '/%'
     ) as s
 $$;
@@ -228,6 +233,10 @@ select public.record_provider_file(p_id => id::uuid, p_file_id => file_id::uuid,
         p_provider_file_id => 'prov-' || x || '-file')
     from (values ('a', 'a0000000-0000-4000-8000-000000000091', 'a0000000-0000-4000-8000-0000000000f1'),
                  ('b', 'b0000000-0000-4000-8000-000000000091', 'b0000000-0000-4000-8000-0000000000f1')) as t (x, id, file_id);
+select public.set_budget(p_id => id::uuid, p_scope => 'model', p_key => 'model-' || x, p_period => 'day',
+        p_limit_usd => 5, p_user_id => owner::uuid)
+    from (values ('a', 'a0000000-0000-4000-8000-0000000000b1', 'aaaaaaaa-0000-4000-8000-00000000000a'),
+                 ('b', 'b0000000-0000-4000-8000-0000000000b1', 'bbbbbbbb-0000-4000-8000-00000000000b')) as t (x, id, owner);
 reset role;
 insert into storage.objects (bucket_id, name) select 'mcp-files', val from pg_temp.k where key in ('pathA', 'pathB');
 insert into public.blob_sweeps (storage_path, bucket_name, sweep_id, expires_at)
@@ -459,6 +468,33 @@ insert into cases (tbl, op, actor, expect, what, stmt) values
 ('provider_files', 'delete', 'service_role', 'allowed', 'B''s provider upload',
     $$delete from public.provider_files where id = {provB}$$),
 
+-- budgets: each user keeps their own
+('budgets', 'select', 'owner', 'allowed', 'their budget', $$select 1 from public.budgets where id = {budgetA}$$),
+('budgets', 'insert', 'owner', 'allowed', 'a budget of their own',
+    $$insert into public.budgets (id, user_id, scope, key, period, limit_usd, created_at, updated_at)
+      values ({new}, {A}, 'store', '', 'week', 5, now(), now())$$),
+('budgets', 'update', 'owner', 'allowed', 'their budget''s limit', $$update public.budgets set limit_usd = 9 where id = {budgetA}$$),
+('budgets', 'delete', 'owner', 'allowed', 'their budget', $$delete from public.budgets where id = {budgetA}$$),
+('budgets', 'select', 'other', 'denied', 'B''s budget', $$select 1 from public.budgets where id = {budgetB}$$),
+('budgets', 'insert', 'other', 'denied', 'a budget owned by B',
+    $$insert into public.budgets (id, user_id, scope, key, period, limit_usd, created_at, updated_at)
+      values ({new}, {B}, 'store', '', 'week', 5, now(), now())$$),
+('budgets', 'update', 'other', 'denied', 'B''s budget', $$update public.budgets set limit_usd = 9 where id = {budgetB}$$),
+('budgets', 'delete', 'other', 'denied', 'B''s budget', $$delete from public.budgets where id = {budgetB}$$),
+('budgets', 'select', 'anon', 'denied', 'any budget', $$select 1 from public.budgets$$),
+('budgets', 'insert', 'anon', 'denied', 'a budget',
+    $$insert into public.budgets (id, scope, key, period, limit_usd, created_at, updated_at)
+      values ({new}, 'store', '', 'week', 5, now(), now())$$),
+('budgets', 'update', 'anon', 'denied', 'any budget', $$update public.budgets set limit_usd = 9$$),
+('budgets', 'delete', 'anon', 'denied', 'any budget', $$delete from public.budgets$$),
+('budgets', 'select', 'service_role', 'allowed', 'every budget',
+    $$select 1 from public.budgets where id in ({budgetA}, {budgetB})$$),
+('budgets', 'insert', 'service_role', 'allowed', 'a budget for B',
+    $$insert into public.budgets (id, user_id, scope, key, period, limit_usd, created_at, updated_at)
+      values ({new}, {B}, 'store', '', 'week', 5, now(), now())$$),
+('budgets', 'update', 'service_role', 'allowed', 'B''s budget', $$update public.budgets set limit_usd = 9 where id = {budgetB}$$),
+('budgets', 'delete', 'service_role', 'allowed', 'B''s budget', $$delete from public.budgets where id = {budgetB}$$),
+
 -- usage_daily: the rollup, written by the store only.
 ('usage_daily', 'select', 'owner', 'allowed', 'their usage', $$select 1 from public.usage_daily where user_id = {A}$$),
 ('usage_daily', 'insert', 'owner', 'denied', 'a usage row of their own',
@@ -501,6 +537,37 @@ insert into cases (tbl, op, actor, expect, what, stmt) values
       values ('new-price', 'p', 'm', 'm', '2026-01-01', 1, 1)$$),
 ('model_prices', 'update', 'service_role', 'allowed', 'a price', $$update public.model_prices set input = 3 where id = 'pgtap-price'$$),
 ('model_prices', 'delete', 'service_role', 'allowed', 'a price', $$delete from public.model_prices where id = 'pgtap-price'$$),
+
+-- conversation_facets: the thread filters' index, written by the store only (triggers).
+('conversation_facets', 'select', 'owner', 'allowed', 'their threads'' facets',
+    $$select 1 from public.conversation_facets where conversation_id = {convA}$$),
+('conversation_facets', 'insert', 'owner', 'denied', 'a facet of their own thread',
+    $$insert into public.conversation_facets (conversation_id, kind, value, user_id) values ({convA}, 'model', 'forged', {A})$$),
+('conversation_facets', 'update', 'owner', 'denied', 'their thread''s facet',
+    $$update public.conversation_facets set value = 'forged' where conversation_id = {convA}$$),
+('conversation_facets', 'delete', 'owner', 'denied', 'their thread''s facets',
+    $$delete from public.conversation_facets where conversation_id = {convA}$$),
+('conversation_facets', 'select', 'other', 'denied', 'B''s facets',
+    $$select 1 from public.conversation_facets where conversation_id = {convB}$$),
+('conversation_facets', 'insert', 'other', 'denied', 'a facet of B''s thread',
+    $$insert into public.conversation_facets (conversation_id, kind, value, user_id) values ({convB}, 'model', 'x', {B})$$),
+('conversation_facets', 'update', 'other', 'denied', 'B''s facets', $$update public.conversation_facets set value = 'x' where conversation_id = {convB}$$),
+('conversation_facets', 'delete', 'other', 'denied', 'B''s facets', $$delete from public.conversation_facets where conversation_id = {convB}$$),
+('conversation_facets', 'select', 'anon', 'denied', 'any facet', $$select 1 from public.conversation_facets$$),
+('conversation_facets', 'insert', 'anon', 'denied', 'a facet',
+    $$insert into public.conversation_facets (conversation_id, kind, value) values ({convA}, 'model', 'x')$$),
+('conversation_facets', 'update', 'anon', 'denied', 'any facet', $$update public.conversation_facets set value = 'x'$$),
+('conversation_facets', 'delete', 'anon', 'denied', 'any facet', $$delete from public.conversation_facets$$),
+('conversation_facets', 'select', 'service_role', 'allowed', 'every thread''s facets',
+    $$select 1 from public.conversation_facets where conversation_id in ({convA}, {convB})$$),
+('conversation_facets', 'insert', 'service_role', 'allowed', 'a facet of B''s thread for B',
+    $$insert into public.conversation_facets (conversation_id, kind, value, user_id) values ({convB}, 'model', 'x', {B})$$),
+('conversation_facets', 'insert', 'service_role', 'denied', 'a facet of A''s on B''s thread (no caller crosses owners)',
+    $$insert into public.conversation_facets (conversation_id, kind, value, user_id) values ({convB}, 'model', 'x', {A})$$),
+('conversation_facets', 'update', 'service_role', 'allowed', 'B''s facets',
+    $$update public.conversation_facets set value = value || '-x' where conversation_id = {convB}$$),
+('conversation_facets', 'delete', 'service_role', 'allowed', 'B''s facets',
+    $$delete from public.conversation_facets where conversation_id = {convB}$$),
 
 -- store_meta and blob_sweeps: the server's bookkeeping, no policy, the service role only.
 ('store_meta', 'select', 'owner', 'denied', 'the bookkeeping', $$select 1 from public.store_meta$$),
@@ -591,6 +658,13 @@ insert into calls (fn, stmt) values
 ('search_messages', $$select public.search_messages(p_query => 'swordfish', p_order => 'recent')::text$$),
 ('search_messages', $$select public.search_messages(p_tsquery => '''secret''', p_continuation_id => 'thread-b')::text$$),
 ('search_messages', $$select public.search_messages(p_query => 'password', p_model => 'model-b')::text$$),
+-- A count shows no row, so a count that includes B's messages is turned into a mark of B's.
+('count_search_messages', $$select case public.count_search_messages(p_query => 'swordfish')
+    when 2 then 'A''s 2' else 'counted thread-b''s too' end$$),
+('count_search_messages', $$select case when public.count_search_messages(p_tsquery => '''secret''',
+    p_continuation_id => 'thread-b') > 0 then 'counted thread-b' else 'none' end$$),
+('count_search_messages', $$select case when public.count_search_messages(p_query => 'password',
+    p_model => 'model-b') > 0 then 'counted model-b' else 'none' end$$),
 ('get_file', $$select public.get_file({fileB})::text$$),
 ('get_file', $$select public.get_file({uploadB})::text$$),
 ('list_files', $$select public.list_files()::text$$),
@@ -611,6 +685,12 @@ insert into calls (fn, stmt) values
 ('list_model_prices', $$select public.list_model_prices()::text$$),
 ('price_message', $$select public.price_message('model-b', now(), 7777, 0, 0, 0, 0)::text || ' (priced)'$$),
 ('caller_is_server', $$select public.caller_is_server()::text$$),
+('list_budgets', $$select public.list_budgets()::text$$),
+('tag_costs', $$select public.tag_costs(array['tag-b'], '2026-01-01', '2026-12-31')::text$$),
+('thread_costs', $$select public.thread_costs('2026-10-01', '2026-11-30')::text$$),
+('top_threads', $$select public.top_threads('2026-11-01', 'model', 'model-b', 10)::text$$),
+('top_threads', $$select public.top_threads('2026-11-01', 'tool_name', 'tool-b', 10)::text$$),
+('budget_json', $$select public.budget_json(null::public.budgets)::text$$),
 -- Writers, aimed at B's rows: they must raise or leave B's rows as they were.
 ('start_conversation', $$select public.start_conversation('thread-b')::text$$),
 ('start_conversation', $$select public.start_conversation('thread-new', p_user_id => {B})::text$$),
@@ -636,6 +716,9 @@ insert into calls (fn, stmt) values
 ('link_file', $$select public.link_file('thread-b', {fileA})::text$$),
 ('record_provider_file', $$select public.record_provider_file({new}, {fileB}, 'prov-b', 'mine')::text$$),
 ('record_provider_file', $$select public.record_provider_file({provB}, {fileA}, 'prov-b', 'mine')::text$$),
+('set_budget', $$select public.set_budget({budgetB}, 'model', 'day', 1, 'model-b')::text$$),
+('set_budget', $$select public.set_budget({new}, 'model', 'day', 1, 'model-z', p_user_id => {B})::text$$),
+('delete_budget', $$select public.delete_budget({budgetB})::text$$),
 -- Pure helpers: they format or build from what they are given, and read no table.
 ('message_json', $$select public.message_json(null::public.messages, 'thread-x')::text$$),
 ('file_json', $$select public.file_json(null::public.files, null::public.file_uploads, 'thread-x')::text$$),
@@ -648,6 +731,7 @@ select plan(
     + 1                                     -- blob_sweep_until with B's path
     + 2                                     -- every function authenticated may call is covered; anon none
     + 6                                     -- A's own rows come back (the checks above are not vacuous)
+    + 2                                     -- ... and A's own budgets and thread costs
     + 1                                     -- security definer allow-list
 );
 
@@ -751,6 +835,11 @@ select is(pg_temp.a_result($$select (public.usage_report() -> 0 ->> 5) || ' mess
     '2 messages, 2000 input tokens', 'usage_report sums the caller''s own usage only');
 select ok(pg_temp.a_result($$select public.list_provider_files()::text$$) like '%prov-a-file%',
     'list_provider_files lists the caller''s own provider uploads');
+select ok(pg_temp.a_result($$select public.list_budgets()::text$$) like '%model-a%',
+    'list_budgets lists the caller''s own budgets');
+select ok(pg_temp.a_result($$select public.tag_costs(array['tag-a', 'tag-b'], '2026-11-01', '2026-11-01')::text$$)
+        ~ '^\{"tag-a": 0\.0[0-9]*\}$',
+    'tag_costs sums the caller''s own tagged threads');
 
 -- ---------------------------------------------------------------------------------------
 -- 3. Security definer functions in public: each one bypasses row level security, so each is
@@ -770,6 +859,14 @@ select set_eq(
         -- itself and prices signed-in callers' messages from model_prices (the functions with
         -- B's ids above, and 20_ownership_and_totals.sql).
         ('public.record_message'),
+        -- The same for many turns at once, set-based (20261130130000_persistence_set_based_writes):
+        -- the same checks and prices as record_message (the functions with B's ids above, and
+        -- 20_ownership_and_totals.sql).
+        ('public.record_messages'),
+        -- Trigger of conversations: a new thread's tool as its facet. Signed-in users create
+        -- threads (start_conversation) but may not write facets (matrix above); it writes only
+        -- the inserted thread's own tool, with the thread's owner.
+        ('public.conversation_facets_of_threads'),
         -- The migration history is in supabase_migrations, a schema the API roles cannot read;
         -- only the service role may execute it (anon and authenticated may not: checked above)
         -- and it returns versions and names only.

@@ -37,7 +37,7 @@ _NAME = re.compile(r"^[a-z_]+$")
 # PostgREST does for every function: a plain connection ignores a function's SET for the
 # statement that calls it, so an accepted but costly search would otherwise run for as long as
 # it takes (issue 12). Writes are left to the connection's own settings.
-_TIMED_READS = frozenset({"search_messages"})
+_TIMED_READS = frozenset({"search_messages", "count_search_messages"})
 
 
 class PostgresStore(FunctionStore):

@@ -25,12 +25,14 @@ from ...errors import (
     ValidationError,
 )
 from ...filestore import HeldBlob, StoredBlob, file_id_for, hold
+from ...insights import Budget
 from ...models import (
     Conversation,
     ImportResult,
     Message,
     ProviderFile,
     PruneResult,
+    RedactResult,
     RepriceResult,
     SearchHit,
     StoredFile,
@@ -47,7 +49,7 @@ from ...search_query import (
     python_fragments,
     to_tsquery,
 )
-from ...store import Store
+from ...store import DoctorProgress, Store
 from .schema import version_time
 
 __all__ = ["BlobStore", "FunctionStore", "J", "sql_error"]
@@ -96,7 +98,7 @@ def sql_error(code: str | None, message: str, fn: str, where: str = "the databas
             "`python -m persistence migrate --url postgresql://…` or `supabase db push`"
         )
     if code == "57014":  # statement_timeout (or a cancel): the call was stopped and rolled back
-        if fn == "search_messages":  # a search too broad to finish: the query's fault, said as such
+        if fn in ("search_messages", "count_search_messages"):  # too broad to finish: the query's fault
             return ValidationError("query", f"{SEARCH_STOPPED} ({message})")
         return PersistenceError(f"{fn}: stopped at its time limit ({message}); nothing was changed")
     if code == "42501":
@@ -173,6 +175,7 @@ class FunctionStore(Store):
             images=tuple(d["images"] or ()),
             metadata=d["metadata"] or {},
             user_id=d["user_id"],
+            redacted_at=_opt_dt(d.get("redacted_at")),
         )
 
     @classmethod
@@ -206,6 +209,7 @@ class FunctionStore(Store):
             unpriced_messages=d["unpriced_messages"],
             messages=tuple(cls._message(m) for m in d.get("messages") or ()),
             files=tuple(cls._file(f) for f in d.get("files") or ()),
+            redacted_at=_opt_dt(d.get("redacted_at")),
         )
 
     @staticmethod
@@ -417,7 +421,7 @@ class FunctionStore(Store):
                 "p_role": role,
                 "p_continuation_id": continuation_id,
                 "p_order": order,
-                "p_window": SEARCH_RANK_WINDOW,
+                "p_window": max(SEARCH_RANK_WINDOW, limit),  # a full page: as on SQLite
             },
         )
         hits = []
@@ -436,6 +440,33 @@ class FunctionStore(Store):
                 )
             )
         return hits
+
+    def _count_search(
+        self,
+        clauses: list[Clause],
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+    ) -> int:
+        query = to_tsquery(clauses)
+        if query is None:
+            return 0
+        return int(
+            self._call(
+                "count_search_messages",
+                {
+                    "p_tsquery": query,
+                    "p_since": since,
+                    "p_until": until,
+                    "p_model": model,
+                    "p_role": role,
+                    "p_continuation_id": continuation_id,
+                },
+            )
+        )
 
     # -- files -------------------------------------------------------------------------
 
@@ -668,6 +699,53 @@ class FunctionStore(Store):
         facets: dict[str, list[str]] = self._call("facets", {})
         return facets
 
+    # -- budgets and anomalies (persistence/insights.py) -------------------------------
+
+    @staticmethod
+    def _budget(d: dict[str, Any]) -> Budget:
+        return Budget(
+            str(d["id"]),
+            d["scope"],
+            d.get("key") or None,
+            d["period"],
+            float(d["limit_usd"]),
+            _dt(d["created_at"]),
+            _dt(d["updated_at"]),
+        )
+
+    def _save_budget(self, budget: Budget) -> Budget:
+        return self._budget(
+            self._call(
+                "set_budget",
+                {
+                    "p_id": budget.id,
+                    "p_scope": budget.scope,
+                    "p_period": budget.period,
+                    "p_limit_usd": budget.limit_usd,
+                    "p_key": budget.key,
+                    "p_at": _iso(budget.updated_at),
+                },
+            )
+        )
+
+    def _list_budgets(self) -> list[Budget]:
+        return [self._budget(d) for d in self._call("list_budgets", {})]
+
+    def _delete_budget(self, budget_id: str) -> bool:
+        return bool(self._call("delete_budget", {"p_id": budget_id}))
+
+    def _tag_costs(self, tags: list[str], *, first_day: str, last_day: str) -> dict[str, float]:
+        costs = self._call("tag_costs", {"p_tags": tags, "p_first_day": first_day, "p_last_day": last_day})
+        return {str(k): float(v) for k, v in (costs or {}).items()}
+
+    def _thread_costs(self, first_day: str, last_day: str) -> list[Sequence[Any]]:
+        rows = self._call("thread_costs", {"p_first_day": first_day, "p_last_day": last_day})
+        return [(r[0], r[1], r[2], str(r[3])[:10], float(r[4] or 0), int(r[5] or 0)) for r in rows]
+
+    def _top_threads(self, day: str, dimension: str, key: str, limit: int) -> list[Sequence[Any]]:
+        rows = self._call("top_threads", {"p_day": day, "p_dimension": dimension, "p_key": key, "p_limit": limit})
+        return [(r[0], r[1], r[2], float(r[3] or 0), int(r[4] or 0)) for r in rows]
+
     # -- maintenance -------------------------------------------------------------------
 
     def _reprice(self, *, since: datetime | None, until: datetime | None, model: str | None) -> RepriceResult:
@@ -816,6 +894,30 @@ class FunctionStore(Store):
             bytes=d["bytes"],
         )
 
+    def _redact(
+        self, *, continuation_ids: list[str] | None, user_id: str | None, cutoff: datetime | None, dry_run: bool
+    ) -> RedactResult:
+        d = self._call(
+            "redact",
+            {
+                "p_continuation_ids": continuation_ids,
+                "p_user_id": user_id,
+                "p_cutoff": cutoff,
+                "p_dry_run": dry_run,
+            },
+        )
+        # As after prune: the rows are erased and committed; the bytes go under redact's claims.
+        if d["deleted"]:
+            self._sweep_bytes(d["sweep_id"], [path for _bucket, path in d["deleted"]])
+        return RedactResult(
+            conversations=d["conversations"],
+            messages=d["messages"],
+            uploads=d["uploads"],
+            files=d["files"],
+            bytes=d["bytes"],
+            dry_run=dry_run,
+        )
+
     SWEEP_BATCH = 50  # objects deleted per renewal of the claims: well within their 10-minute lease
 
     def _sweep_bytes(self, sweep_id: str, paths: list[str]) -> None:
@@ -846,10 +948,20 @@ class FunctionStore(Store):
 
     MISSING_BYTES_CHECK_LIMIT: int | None = None  # remote storage: check only the oldest N
 
-    def _doctor(self) -> dict[str, Any]:
+    def _doctor(self, progress: DoctorProgress | None = None) -> dict[str, Any]:
+        tick = progress or (lambda step, done, total: None)
+        tick("counts", 0, 2)
         d = self._call("store_doctor", {})
         paths = self._call("file_paths", {"p_limit": self.MISSING_BYTES_CHECK_LIMIT})
-        missing = [path for _bucket, path in paths if not self.files.exists(path)]
+        total = 2 + len(paths)  # in checks: the counts, the file list, then one per stored file
+        tick("file bytes", 2, total)
+        missing = []
+        for done, (_bucket, path) in enumerate(paths, start=3):
+            if not self.files.exists(path):
+                missing.append(path)
+            if done % 50 == 0:
+                tick("file bytes", done, total)
+        tick("file bytes", total, total)
         return {
             "backend": self.backend,
             "url": self.url,
@@ -868,6 +980,13 @@ class FunctionStore(Store):
             "files_missing_bytes": missing[:20],
             "files_missing_bytes_count": len(missing),
         }
+
+    def _doctor_quick(self) -> dict[str, Any]:
+        d = self._call("store_doctor_quick", {})
+        return {"backend": self.backend, "url": self.url, "check": "quick", **d}
+
+    def _record_full_check(self, findings: dict[str, Any]) -> bool:
+        return bool(self._call("record_doctor_check", {"p_findings": J(findings)}))
 
 
 def jsonable(value: Any) -> Any:

@@ -11,12 +11,26 @@ The client's retries are off and every failure raises: a caller (or the outbox) 
 to retry. The service role key is passed to the client only; it is never logged and never
 part of ``store.url``. The schema must have been migrated (``supabase db push``, or
 ``python -m persistence migrate --url postgresql://…`` on the project's database).
+
+A signed-in user's store: ``SupabaseStore(access_token=<the user's session token>)`` with
+``SUPABASE_URL`` and ``SUPABASE_ANON_KEY`` (what an app's client holds after sign-in). Row
+level security then confines every call to the user's own rows and Storage folder, and the
+open skips what only the server may do: the migration history (``applied_migrations``) is the
+server's, so the schema version is not checked (the server's own open checks it; a project
+without the schema still fails at open, through a call a user may make), the package's prices
+are not synced, and the bucket is not created. Files go to the user's folder
+(``{user id}/…``), never ``shared/``. Prune, reprice, redact, import, doctor, price edits and
+the migration list raise :class:`~persistence.errors.ServerOnlyError` before any request.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import httpx
@@ -27,13 +41,15 @@ from supabase.lib.client_options import SyncClientOptions
 from supabase import Client, create_client
 
 from ...env import load_env
-from ...errors import NotFoundError, PersistenceError, SchemaVersionError, StoreOpenError
-from ...filestore import Spooled, StoredBlob, sniff_mime, spool, storage_path_for
+from ...errors import NotFoundError, PersistenceError, SchemaVersionError, ServerOnlyError, StoreOpenError
+from ...filestore import HeldBlob, Spooled, StoredBlob, sniff_mime, spool, storage_path_for
+from ...models import ImportResult, ProviderFile, PruneResult, RedactResult, RepriceResult
+from ...pricing import Price
 from ...uploads import download_type
 from .schema import OWN_PREFIX, migration_files
 from .store import FunctionStore, jsonable, sql_error
 
-__all__ = ["SupabaseStorage", "SupabaseStore", "make_client"]
+__all__ = ["SupabaseStorage", "SupabaseStore", "key_claims", "make_client"]
 
 DEFAULT_BUCKET = "mcp-files"
 DEFAULT_TIMEOUT = 30.0
@@ -48,11 +64,15 @@ def make_client(
     schema: str = "public",
     http_client: httpx.Client | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    access_token: str | None = None,
 ) -> tuple[Client, httpx.Client]:
     """The official client, with our own httpx client (its timeout; no retries) shared by the
-    REST, Storage and Auth sub-clients. Returns (client, the httpx client to close)."""
+    REST, Storage and Auth sub-clients. ``access_token``: a signed-in user's token, sent as
+    ``Authorization`` with ``key`` (the anon key) as ``apikey``, as the client does after
+    sign-in. Returns (client, the httpx client to close)."""
     http = http_client or httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
     options = SyncClientOptions(
+        headers={"Authorization": f"Bearer {access_token}"} if access_token else {},
         schema=schema,
         httpx_client=http,
         postgrest_client_retry=False,
@@ -64,6 +84,25 @@ def make_client(
     except Exception as exc:  # SupabaseException for a malformed URL or key
         raise StoreOpenError(f"cannot create a Supabase client for {url}: {exc}") from None
     return client, http
+
+
+def key_claims(token: str) -> dict[str, Any]:
+    """The claims a Supabase key or user token carries (``role``, ``sub``), read without
+    verifying the signature: the gateway verifies every request; this only tells the store
+    which open-time steps it may take. The new-style keys are not JWTs: ``sb_secret_…`` acts
+    as service_role, ``sb_publishable_…`` as anon. {} when the token says nothing readable."""
+    if token.startswith("sb_secret_"):
+        return {"role": "service_role"}
+    if token.startswith("sb_publishable_"):
+        return {"role": "anon"}
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 class _ResponseStream(io.RawIOBase):
@@ -106,11 +145,17 @@ def _storage_error(exc: StorageApiError, what: str) -> PersistenceError:
 class SupabaseStorage:
     """File bytes in a private Supabase Storage bucket, content-addressed like LocalFileStore."""
 
-    def __init__(self, client: Client, bucket: str = DEFAULT_BUCKET, *, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self, client: Client, bucket: str = DEFAULT_BUCKET, *, http: httpx.Client | None = None, server: bool = True
+    ) -> None:
+        """``server``: False for a signed-in user's client, which may neither see nor create
+        buckets (Storage's policies on storage.buckets): the bucket is then not checked, and
+        an upload into a missing one says who must create it."""
         self.client = client
         self.bucket = bucket
         self._http = http  # closed with the store when we created it
-        self._bucket_checked = False
+        self._server = server
+        self._bucket_checked = not server
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SupabaseStorage:
@@ -161,6 +206,12 @@ class SupabaseStorage:
         except StorageApiError as exc:
             if str(getattr(exc, "status", "")) == "409" or "duplicate" in str(getattr(exc, "code", "")).lower():
                 return StoredBlob(sha, size, path, head, created=False)  # a concurrent upload won
+            if not self._server and "bucket not found" in str(getattr(exc, "message", exc)).lower():
+                raise PersistenceError(
+                    f"uploading {path}: the Storage bucket {self.bucket!r} does not exist, and a signed-in user "
+                    "may not create it: open the store once with SUPABASE_SERVICE_ROLE_KEY (it creates the bucket), "
+                    "or create it in the Supabase dashboard"
+                ) from None
             raise _storage_error(exc, f"uploading {path}") from None
         except httpx.HTTPError as exc:
             raise PersistenceError(f"uploading {path} to Supabase Storage failed: {exc}") from None
@@ -227,15 +278,35 @@ class SupabaseStore(FunctionStore):
         env: Mapping[str, str] | None = None,
         http_client: httpx.Client | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        access_token: str | None = None,
     ) -> None:
         """``http_client``: the httpx client every request goes through (tests plug a transport
-        in here); by default one with ``timeout`` seconds and no retries."""
+        in here); by default one with ``timeout`` seconds and no retries. ``access_token``: a
+        signed-in user's session token; the store then acts as that user (with
+        ``SUPABASE_ANON_KEY`` as the API key) and row level security confines it."""
         super().__init__()
         e = load_env(env)
         url = e.get("SUPABASE_URL") or ""
-        key = e.get("SUPABASE_SERVICE_ROLE_KEY") or ""
-        if not url or not key:
-            raise StoreOpenError("the supabase backend needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        if access_token:
+            key = e.get("SUPABASE_ANON_KEY") or ""
+            if not url or not key:
+                raise StoreOpenError("a signed-in user's supabase store needs SUPABASE_URL and SUPABASE_ANON_KEY")
+        else:
+            key = e.get("SUPABASE_SERVICE_ROLE_KEY") or ""
+            if not url or not key:
+                raise StoreOpenError("the supabase backend needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        claims = key_claims(access_token or key)
+        # A key that says nothing readable is taken for the service role's, as before this
+        # check existed: its requests are refused by the gateway if it is not.
+        self.role: str = str(claims.get("role") or "service_role")
+        if self.role == "anon":
+            raise StoreOpenError(
+                "the supabase backend was given the anon key without a signed-in user: anon may read and write "
+                "nothing; pass the user's access_token, or use SUPABASE_SERVICE_ROLE_KEY on a server"
+            )
+        # The signed-in user: their files go to their own Storage folder (the only one its
+        # policies let them write), their rows are made out to them by the SQL functions.
+        self.user_id: str | None = str(claims["sub"]) if self.role != "service_role" and claims.get("sub") else None
         self.url = f"supabase:{url.rstrip('/')}"  # never the key
         schema = e.get("SUPABASE_DB_SCHEMA") or "public"
         if schema != "public":
@@ -244,16 +315,86 @@ class SupabaseStore(FunctionStore):
                 "and functions in public (the schema PostgREST exposes by default and the policies, grants and "
                 "storage rules name), so the package only works with public; unset SUPABASE_DB_SCHEMA"
             )
-        self.client, http = make_client(url, key, schema=schema, http_client=http_client, timeout=timeout)
+        self.client, http = make_client(
+            url, key, schema=schema, http_client=http_client, timeout=timeout, access_token=access_token
+        )
         self._own_http = http if http_client is None else None
         self.bucket_name = e.get("SUPABASE_STORAGE_BUCKET_FILES") or DEFAULT_BUCKET
-        self.files = SupabaseStorage(self.client, self.bucket_name)
+        self.files = SupabaseStorage(self.client, self.bucket_name, server=self.is_server)
         try:
-            self._check_schema()
-            self._sync_package_prices()
+            if self.is_server:
+                self._check_schema()
+                self._sync_package_prices()
+            else:
+                self._check_schema_as_user()
         except BaseException:
             self.close()
             raise
+
+    @property
+    def is_server(self) -> bool:
+        """True with the service role key (every row, maintenance); False for a signed-in user."""
+        return self.role == "service_role"
+
+    def _check_schema_as_user(self) -> None:
+        """A user may not read the migration history, so the version is trusted (the server's
+        open checks it); a call every user may make shows that the schema is there at all."""
+        try:
+            self._call("list_model_prices", {})
+        except StoreOpenError as exc:
+            raise StoreOpenError(
+                f"{self.url} has no persistence schema yet (a signed-in user cannot check its version): {exc}"
+            ) from None
+
+    def _server_only(self, what: str) -> None:
+        if not self.is_server:
+            raise ServerOnlyError(
+                f"{what} is for the server only (it reads or changes every user's rows): this store was opened as "
+                f"a signed-in user ({self.role}); open it with SUPABASE_SERVICE_ROLE_KEY on the server"
+            )
+
+    # The server's operations, refused to a user before any request (their SQL functions are
+    # the service role's only, so the database would refuse them too, less clearly).
+
+    def migrations(self) -> list[tuple[str, datetime]]:
+        self._server_only("the migration history")
+        return super().migrations()
+
+    def add_prices(self, prices: Iterable[Price]) -> int:
+        self._server_only("changing the price table")
+        return super().add_prices(prices)
+
+    def reprice(self, **kwargs: Any) -> RepriceResult:
+        self._server_only("reprice")
+        return super().reprice(**kwargs)
+
+    def import_records(self, records: Iterable[dict[str, Any]], *, batch_size: int = 200) -> ImportResult:
+        self._server_only("import")
+        return super().import_records(records, batch_size=batch_size)
+
+    def prune(self, **kwargs: Any) -> PruneResult:
+        self._server_only("prune")
+        return super().prune(**kwargs)
+
+    def redact(self, **kwargs: Any) -> RedactResult:
+        self._server_only("redact")
+        return super().redact(**kwargs)
+
+    def doctor(self, **kwargs: Any) -> dict[str, Any]:
+        self._server_only("doctor")
+        return super().doctor(**kwargs)
+
+    def _find_provider_file(
+        self, file_hash: str, provider: str, *, purpose: str | None, user_id: str | None, at: datetime
+    ) -> ProviderFile | None:
+        # A user's own upload unless they name an owner (find_provider_file matches the owner
+        # exactly, and a user's files are theirs, never the owner-less server's).
+        return super()._find_provider_file(file_hash, provider, purpose=purpose, user_id=user_id or self.user_id, at=at)
+
+    def _put_bytes(self, stream: BinaryIO, owner: str | None) -> HeldBlob:
+        # A user's bytes without a named owner are theirs: put_file_metadata makes the row out
+        # to auth.uid(), and Storage lets them write only under their own id, never shared/.
+        return super()._put_bytes(stream, owner or self.user_id)
 
     def _check_schema(self) -> None:
         try:

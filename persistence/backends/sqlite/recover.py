@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ...errors import PersistenceError, StoreDamagedError, StoreOpenError
-from .schema import flag_unpriced, reindex_search
+from .schema import flag_unpriced, rebuild_thread_facets, reindex_search
 
 __all__ = ["RecoverResult", "recover_sqlite"]
 
@@ -44,6 +44,7 @@ TABLES = (
     "provider_files",
     "model_prices",
     "store_meta",
+    "budgets",
 )
 # Tables whose recovered rows replace what the fresh store wrote for itself at creation.
 _REPLACE = {"model_prices", "store_meta"}
@@ -122,6 +123,8 @@ def recover_sqlite(source: str | Path, output: str | Path, *, method: str = "aut
             # A store older than the flag had none to copy: what it is, before it is summed.
             flag_unpriced(db)
             store._rebuild(db, days, {r[0] for r in db.execute("select id from conversations")})
+            # The threads' facets (what the Threads page filters read) from the recovered messages.
+            rebuild_thread_facets(db)
             # The copied rows carry the index text of the release that wrote them.
             reindex_search(db)
         store.check_fts()

@@ -161,6 +161,47 @@ def dedup_and_providers(db: sqlite3.Connection) -> None:
     db.execute("drop table temp.provider_alias_0004")
 
 
+# Which facets a thread has: the models, providers and tools any of its messages used, and the
+# thread's own tool. What the Threads page's model/provider/tool filters read (issue 16: probing
+# every thread's messages cost 0.5-7 s at a million). Messages are only ever deleted with their
+# thread, by prune, which deletes the thread's facets too, so a row never goes stale. No foreign
+# key: a cascade needs an index on conversation_id, a second b-tree every new facet row lands
+# in at a random place (bulk writes at a million pay for each page it dirties), while prune
+# deletes in one pass over the table.
+THREAD_FACETS_TABLE = """
+create table thread_facets (
+    kind text not null check (kind in ('model', 'provider', 'tool')),
+    value text not null,
+    conversation_id text not null,
+    primary key (kind, value, conversation_id)
+) without rowid
+"""
+# What the facet rows of the messages a WHERE fragment selects are (the thread's own tool aside).
+FACETS_OF_MESSAGES = """
+select 'model', model_used, conversation_id from messages where {where} and model_used is not null
+union select 'provider', provider, conversation_id from messages where {where} and provider is not null
+union select 'tool', tool_name, conversation_id from messages where {where} and tool_name is not null
+"""
+
+
+def rebuild_thread_facets(db: sqlite3.Connection) -> None:
+    """Every thread's facets from its messages and its own tool (the migration's backfill, and
+    ``recover``, which copies messages in without the write path)."""
+    db.execute("delete from thread_facets")
+    # UNION sorts and removes duplicates, so the rows go in in key order: one pass at a million.
+    db.execute(
+        "insert into thread_facets (kind, value, conversation_id) "
+        + FACETS_OF_MESSAGES.format(where="1")
+        + " union select 'tool', tool_name, id from conversations where tool_name is not null"
+    )
+
+
+def add_thread_facets(db: sqlite3.Connection) -> None:
+    """0005: the thread_facets table, filled from the messages stored so far."""
+    db.execute(THREAD_FACETS_TABLE)
+    rebuild_thread_facets(db)
+
+
 # A migration is SQL, or a Python step given the open write transaction.
 MIGRATIONS: list[tuple[str, str | Callable[[sqlite3.Connection], None]]] = [
     (
@@ -371,4 +412,33 @@ create table store_meta (
     ("0002_search_index_v2", reindex_search),
     ("0003_unpriced_flag", add_unpriced_flag),
     ("0004_dedup_and_providers", dedup_and_providers),
+    ("0005_thread_facets", add_thread_facets),
+    (
+        "0006_budgets",
+        """
+-- Spending limits (persistence/insights.py): per day, week or month, on the whole store
+-- (scope 'store', key '') or on one model, provider, tool_name or tag.
+create table budgets (
+    id text primary key,
+    scope text not null check (scope in ('store', 'model', 'provider', 'tool_name', 'tag')),
+    key text not null default '',
+    period text not null check (period in ('day', 'week', 'month')),
+    limit_usd real not null check (limit_usd > 0),
+    created_at text not null,
+    updated_at text not null,
+    unique (scope, key, period)
+);
+""",
+    ),
+    (
+        "0007_redaction",
+        """
+-- When redact erased the text of a thread, a message or an upload; NULL: never. Tokens,
+-- costs, models and times stay (persistence/redaction.py). A stored object's bytes are gone
+-- while it has uploads and every one of them is redacted (a new upload places them again).
+alter table conversations add column redacted_at text;
+alter table messages add column redacted_at text;
+alter table file_uploads add column redacted_at text;
+""",
+    ),
 ]

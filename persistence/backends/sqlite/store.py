@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar
 from urllib.parse import quote
@@ -38,12 +38,14 @@ from ...errors import (
     ValidationError,
 )
 from ...filestore import HeldBlob, LocalFileStore, file_id_for, hold
+from ...insights import Budget
 from ...models import (
     Conversation,
     ImportResult,
     Message,
     ProviderFile,
     PruneResult,
+    RedactResult,
     RepriceResult,
     SearchHit,
     StoredFile,
@@ -54,6 +56,7 @@ from ...pricing import UNREAD_USAGE, Price, package_prices, price_message
 from ...search_query import (
     MARK_CLOSE,
     MARK_OPEN,
+    SEARCH_COUNT_CAP,
     SEARCH_RANK_WINDOW,
     SEARCH_STOPPED,
     SEARCH_TIME_LIMIT_S,
@@ -62,8 +65,9 @@ from ...search_query import (
     python_fragments,
     to_fts5,
 )
-from ...store import Store, day_of, now
-from .schema import MIGRATIONS
+from ...store import DoctorProgress, Store, day_of, now
+from .redact import redact
+from .schema import FACETS_OF_MESSAGES, MIGRATIONS
 
 __all__ = ["SQLiteStore"]
 
@@ -80,7 +84,7 @@ _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, c.continuation_id, m.seq, m.role, m.content, m.created_at, m.tool_name, "
     "m.provider, m.model_used, m.input_tokens, m.cached_input_tokens, m.cache_write_tokens, "
     "m.output_tokens, m.reasoning_tokens, m.cost, m.price_id, m.duration_ms, m.files, m.images, "
-    "m.metadata, m.user_id"
+    "m.metadata, m.user_id, m.redacted_at"
 )
 _ROLLUP_COLUMNS = """usage_daily (day, user_id, model, provider, tool_name, messages, input_tokens,
     cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd,
@@ -144,8 +148,48 @@ update conversations set
     unpriced_messages = unpriced_messages + t.unpriced
 from ({select}) as t
 where conversations.id = t.conversation_id
-""".format(select=_TOTALS_SELECT.format(where="rowid > :after group by conversation_id"))
+""".format(
+    # +conversation_id: grouped by the index on (conversation_id, seq), SQLite walked all of it
+    # (every message of the store) to find the batch's rows; the rowid range and a sort of the
+    # batch's rows cost what the batch holds (0.62 s -> 0.03 s per batch at a million).
+    select=_TOTALS_SELECT.format(where="rowid > :after group by +conversation_id")
+)
+# A thread's facets (schema.THREAD_FACETS_TABLE): one row, or the batch's rows (import).
+_FACET_ADD = "insert or ignore into thread_facets (kind, value, conversation_id) values (?, ?, ?)"
+# The batch's facets in one statement: UNION sorts them, so they go into the table in key order.
+_FACETS_ADD = (
+    "insert or ignore into thread_facets (kind, value, conversation_id) "
+    + FACETS_OF_MESSAGES.format(where="rowid > :after")
+    + " union select 'tool', tool_name, id from conversations where rowid > :threads_after and tool_name is not null"
+)
 
+# Search ranks with bm25 up to this many words in the query (exclusions and the words of
+# phrases included): its cost is a pass over every match of each phrase in the whole table,
+# affordable for the few words people type. More are ranked by SQLiteStore._dense_ranked,
+# which reads the window only.
+_BM25_MAX_WORDS = 4
+# Order "recent" looks for the newest matches among the newest this many by rowid (the order
+# rows were written), then sorts those by created_at. Rows written out of time order (an
+# import, the demo) can leave a newer match outside; 1,000 was what this has always read,
+# and the rank window's 250 was too few for the conformance data (tests/test_postgres_conformance.py):
+# exact would need the matches ordered by created_at, a pass over all of them.
+_RECENT_WINDOW = 1000
+
+# The model, provider and tool filters read thread_facets (what the messages used, and the
+# thread's own tool), not every thread's messages (0.5-7 s at a million, issue 16). As written
+# in _CONVERSATION_FILTERS (+c.id: the unary plus keeps SQLite from looking threads up by id)
+# the facet rows become an in-memory set that each thread is tested against, while the query
+# walks the index of its order or period: a page of the listing stops after `limit` threads,
+# and a count over a period reads only that period's index range. A count with no period reads
+# every thread, so it is driven by the facet rows instead (_FACET_DRIVEN: one id lookup each),
+# 3x faster for the all-time count of a common provider (70 ms against 207 at a million).
+_FACET_FILTER = "{id} in (select f.conversation_id from thread_facets f where f.kind = '{kind}' and f.value = :{name})"
+_FACET_DRIVEN = {
+    name: _FACET_FILTER.format(id="c.id", kind=kind, name=name)
+    for name, kind in (("model", "model"), ("provider", "provider"), ("tool_name", "tool"))
+}
+# Filters an index of conversations serves: with one of them a count walks that index.
+_INDEXED_FILTERS = frozenset({"since", "until", "session_id", "parent_id"})
 
 # The WHERE clause of each thread filter (persistence.prepared.ConversationFilters), with its
 # value as the parameter of its name. Postgres has its own (public.conversations_where); the
@@ -153,10 +197,9 @@ where conversations.id = t.conversation_id
 _CONVERSATION_FILTERS = {
     "since": "c.updated_at >= :since",
     "until": "c.created_at < :until",
-    "model": "exists (select 1 from messages m where m.conversation_id = c.id and m.model_used = :model)",
-    "provider": "exists (select 1 from messages m where m.conversation_id = c.id and m.provider = :provider)",
-    "tool_name": "(c.tool_name = :tool_name or exists (select 1 from messages m "
-    "where m.conversation_id = c.id and m.tool_name = :tool_name))",
+    "model": _FACET_FILTER.format(id="+c.id", kind="model", name="model"),
+    "provider": _FACET_FILTER.format(id="+c.id", kind="provider", name="provider"),
+    "tool_name": _FACET_FILTER.format(id="+c.id", kind="tool", name="tool_name"),
     "tag": "exists (select 1 from json_each(c.tags) where value = :tag)",
     "session_id": "c.session_id = :session_id",
     "user_id": "c.user_id = :user_id",
@@ -185,6 +228,13 @@ def _json(value: str | None) -> Any:
 
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# The stored objects whose bytes should exist: those redact did not empty (persistence/redaction.py:
+# an object whose uploads are all redacted has none).
+_FILES_WITH_BYTES = """select f.storage_path from files f
+    where exists (select 1 from file_uploads u where u.file_id = f.id and u.redacted_at is null)
+        or not exists (select 1 from file_uploads u where u.file_id = f.id)"""
 
 
 class SQLiteStore(Store):
@@ -518,6 +568,7 @@ class SQLiteStore(Store):
             images=tuple(_json(r[19])),
             metadata=_json(r[20]),
             user_id=r[21],
+            redacted_at=_opt_dt(r[22]),
         )
 
     @staticmethod
@@ -547,6 +598,7 @@ class SQLiteStore(Store):
             unpriced_messages=r["unpriced_messages"],
             messages=messages,
             files=files,
+            redacted_at=_opt_dt(r["redacted_at"]),
         )
 
     @staticmethod
@@ -581,7 +633,10 @@ class SQLiteStore(Store):
         c: PreparedConversation,
         updated_at: datetime | None = None,
         model: str | None = None,
+        *,
+        facets: bool = True,
     ) -> None:
+        """Insert a thread row; ``facets=False``: the caller adds its tool facet (import)."""
         try:
             db.execute(
                 """insert into conversations (id, continuation_id, parent_id, session_id, user_id, title,
@@ -609,6 +664,8 @@ class SQLiteStore(Store):
             )
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"conversation id {c.id} is already used by another thread: {exc}") from None
+        if c.tool_name and facets:
+            db.execute(_FACET_ADD, ("tool", c.tool_name, c.id))
 
     def _conversation_row(self, db: sqlite3.Connection, continuation_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = db.execute(
@@ -807,6 +864,14 @@ class SQLiteStore(Store):
             },
         )
         db.execute(_ROLLUP_UPSERT, self._rollup_params(conv["user_id"], msg))
+        db.executemany(
+            _FACET_ADD,
+            [
+                (kind, value, conv["id"])
+                for kind, value in (("model", msg.model), ("provider", msg.provider), ("tool", msg.tool_name))
+                if value is not None
+            ],
+        )
         return Message(
             id=msg.id,
             conversation_id=conv["id"],
@@ -918,6 +983,8 @@ class SQLiteStore(Store):
 
     def _count_conversations(self, filters: ConversationFilters) -> int:
         where, params = self._conversation_where(filters)
+        if not _INDEXED_FILTERS & filters.keys():  # no index range to walk: start from the facets
+            where = [_FACET_DRIVEN.get(name, clause) for name, clause in zip(filters, where, strict=True)]
         sql = "select count(*) from conversations c" + (" where " + " and ".join(where) if where else "")
         return int(self._conn().execute(sql, params).fetchone()[0])
 
@@ -938,23 +1005,8 @@ class SQLiteStore(Store):
         expr = to_fts5(clauses)
         if expr is None:
             return []
-        where = ["messages_fts match :q"]
-        params: dict[str, Any] = {"q": expr, "limit": limit}
-        if since:
-            where.append("m.created_at >= :since")
-            params["since"] = _ts(since)
-        if until:
-            where.append("m.created_at < :until")
-            params["until"] = _ts(until)
-        if model:
-            where.append("m.model_used = :model")
-            params["model"] = model
-        if role:
-            where.append("m.role = :role")
-            params["role"] = role
-        if continuation_id:
-            where.append("m.conversation_id = (select id from conversations where continuation_id = :cid)")
-            params["cid"] = continuation_id
+        where, params = self._search_where(expr, since, until, model, role, continuation_id)
+        params["limit"] = limit
         # Join messages only when a filter reads it: probing 1M rows by rowid costs more than
         # the search itself.
         joined = "messages_fts join messages m on m.rowid = messages_fts.rowid"
@@ -973,6 +1025,68 @@ class SQLiteStore(Store):
         finally:
             db.set_progress_handler(None, 0)
 
+    @staticmethod
+    def _search_where(
+        expr: str,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+    ) -> tuple[list[str], dict[str, Any]]:
+        """The match and the filters of a search (``m``: messages), with their parameters."""
+        where = ["messages_fts match :q"]
+        params: dict[str, Any] = {"q": expr}
+        if since:
+            where.append("m.created_at >= :since")
+            params["since"] = _ts(since)
+        if until:
+            where.append("m.created_at < :until")
+            params["until"] = _ts(until)
+        if model:
+            where.append("m.model_used = :model")
+            params["model"] = model
+        if role:
+            where.append("m.role = :role")
+            params["role"] = role
+        if continuation_id:
+            where.append("m.conversation_id = (select id from conversations where continuation_id = :cid)")
+            params["cid"] = continuation_id
+        return where, params
+
+    def _count_search(
+        self,
+        clauses: list[Clause],
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        model: str | None,
+        role: str | None,
+        continuation_id: str | None,
+    ) -> int:
+        expr = to_fts5(clauses)
+        if expr is None:
+            return 0
+        where, params = self._search_where(expr, since, until, model, role, continuation_id)
+        # As in _search: the index alone unless a filter reads the message row.
+        source = "messages_fts join messages m on m.rowid = messages_fts.rowid" if len(where) > 1 else "messages_fts"
+        db = self._conn()
+        deadline = time.monotonic() + SEARCH_TIME_LIMIT_S  # the search's own bound (see _search)
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            with self._read():
+                row = db.execute(
+                    f"select count(*) from (select 1 from {source} where {' and '.join(where)} limit :count_cap)",
+                    {**params, "count_cap": SEARCH_COUNT_CAP + 1},
+                ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "interrupted":
+                raise
+            raise ValidationError("query", SEARCH_STOPPED) from None
+        finally:
+            db.set_progress_handler(None, 0)
+        return int(row[0])
+
     def _ranked_hits(
         self,
         db: sqlite3.Connection,
@@ -988,7 +1102,10 @@ class SQLiteStore(Store):
             cutoff = db.execute(
                 f"select messages_fts.rowid from {joined if filtered else 'messages_fts'} "
                 f"where {' and '.join(where)} order by messages_fts.rowid desc limit 1 offset :window",
-                {**params, "window": SEARCH_RANK_WINDOW - 1},
+                {
+                    **params,
+                    "window": max(SEARCH_RANK_WINDOW if order == "rank" else _RECENT_WINDOW, params["limit"]) - 1,
+                },
             ).fetchone()
             if cutoff is not None:
                 where.append("messages_fts.rowid >= :cutoff")
@@ -999,12 +1116,14 @@ class SQLiteStore(Store):
                     "order by m.created_at desc, m.rowid desc limit :limit",
                     params,
                 ).fetchall()
-            else:
+            elif sum(len(t.split()) for t in expr.split('"')[1::2]) <= _BM25_MAX_WORDS:
                 ranked = db.execute(
                     f"select messages_fts.rowid, bm25(messages_fts) as score from {joined if filtered else 'messages_fts'} "
                     f"where {' and '.join(where)} order by score, messages_fts.rowid desc limit :limit",
                     params,
                 ).fetchall()
+            else:
+                ranked = self._dense_ranked(db, where, params, joined if filtered else "messages_fts")
             if not ranked:
                 return []
             ids = [rowid for rowid, _ in ranked]
@@ -1034,11 +1153,40 @@ class SQLiteStore(Store):
                 row = rows[rowid]
                 message = self._message(row)
                 # CJK: the index text is character pairs, so cut the snippet from the original.
-                fragments = python_fragments(message.content, clauses) if row[23] else marked_fragments(snippets[rowid])
+                fragments = python_fragments(message.content, clauses) if row[24] else marked_fragments(snippets[rowid])
                 hits.append(
-                    SearchHit(message=message, conversation_title=row[22], score=-float(score), fragments=fragments)
+                    SearchHit(message=message, conversation_title=row[23], score=-float(score), fragments=fragments)
                 )
         return hits
+
+    @staticmethod
+    def _dense_ranked(
+        db: sqlite3.Connection, where: list[str], params: dict[str, Any], source: str
+    ) -> list[tuple[int, float]]:
+        """The window ranked by how densely it matches, for queries of many phrases.
+
+        bm25 weighs each phrase by its rarity, which FTS5 finds by running every phrase of
+        the query over the whole table (64 common words: 64 passes over a quarter of a
+        million rows each, seconds at a million messages). This score reads only the rows
+        of the window: bm25's saturation of the matches counted in the row (highlight()
+        marks them from the positions the match already holds) over the row's length, with
+        every phrase weighing the same. Scores are negative like bm25's (lower is better).
+        """
+        rows = db.execute(
+            "select rowid, length(h) - length(replace(h, char(57344), '')), length(h) from ("
+            f"select messages_fts.rowid, highlight(messages_fts, 0, char(57344), '') as h from {source} "
+            f"where {' and '.join(where)})",
+            params,
+        ).fetchall()
+        if not rows:
+            return []
+        average = sum(n for _, _, n in rows) / len(rows) or 1.0
+        k1, b = 1.2, 0.75
+        scored = [
+            (rowid, -(tf * (k1 + 1) / (tf + k1 * (1 - b + b * n / average)) if tf else 0.0)) for rowid, tf, n in rows
+        ]
+        scored.sort(key=lambda r: (r[1], -r[0]))
+        return scored[: params["limit"]]
 
     # -- files -------------------------------------------------------------------------
 
@@ -1313,6 +1461,85 @@ class SQLiteStore(Store):
             "tags": tags,
         }
 
+    # -- budgets and anomalies (persistence/insights.py) -------------------------------
+
+    @staticmethod
+    def _budget(r: Sequence[Any]) -> Budget:
+        return Budget(r[0], r[1], r[2] or None, r[3], float(r[4]), _dt(r[5]), _dt(r[6]))
+
+    _BUDGET_SELECT = "select id, scope, key, period, limit_usd, created_at, updated_at from budgets"
+
+    def _save_budget(self, budget: Budget) -> Budget:
+        with self._write() as db:
+            row = db.execute(
+                "insert into budgets (id, scope, key, period, limit_usd, created_at, updated_at) "
+                "values (:id, :scope, :key, :period, :limit_usd, :at, :at) "
+                "on conflict (scope, key, period) do update set limit_usd = excluded.limit_usd, "
+                "updated_at = excluded.updated_at "
+                "returning id, scope, key, period, limit_usd, created_at, updated_at",
+                {
+                    "id": budget.id,
+                    "scope": budget.scope,
+                    "key": budget.key or "",
+                    "period": budget.period,
+                    "limit_usd": budget.limit_usd,
+                    "at": _ts(budget.updated_at),
+                },
+            ).fetchone()
+        return self._budget(row)
+
+    def _list_budgets(self) -> list[Budget]:
+        rows = self._conn().execute(self._BUDGET_SELECT + " order by scope, key, period, id").fetchall()
+        return [self._budget(r) for r in rows]
+
+    def _delete_budget(self, budget_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("delete from budgets where id = ?", (budget_id,)).rowcount > 0
+
+    @staticmethod
+    def _day_after(day: str) -> str:
+        return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+    def _tag_costs(self, tags: list[str], *, first_day: str, last_day: str) -> dict[str, float]:
+        # Timestamps are fixed-width ISO text starting with the day, so days bound them as text
+        # (and the created_at index serves the range).
+        db = self._conn()
+        rows = db.execute(
+            "select j.value, total(c.total_cost) from conversations c, json_each(c.tags) j "
+            "where c.created_at >= :first and c.created_at < :after "
+            "and j.value in (select value from json_each(:tags)) group by j.value",
+            {"first": first_day, "after": self._day_after(last_day), "tags": json.dumps(tags)},
+        ).fetchall()
+        return {r[0]: float(r[1]) for r in rows}
+
+    def _thread_costs(self, first_day: str, last_day: str) -> list[Sequence[Any]]:
+        # Read in table order, not through the created_at index: the window (at least 29 days)
+        # is a large share of most stores, and one pass over the table beats a lookup per row
+        # (0.4 s against 2.8 s for 67,000 of 119,000 threads, on the million-message store).
+        db = self._conn()
+        return db.execute(
+            "select continuation_id, title, tool_name, substr(created_at, 1, 10), total_cost, total_tokens "
+            "from conversations not indexed where created_at >= :first and created_at < :after",
+            {"first": first_day, "after": self._day_after(last_day)},
+        ).fetchall()
+
+    _TOP_THREAD_COLUMNS: ClassVar[dict[str, str]] = {
+        "model": "m.model_used",
+        "provider": "m.provider",
+        "tool_name": "m.tool_name",
+    }
+
+    def _top_threads(self, day: str, dimension: str, key: str, limit: int) -> list[Sequence[Any]]:
+        column = self._TOP_THREAD_COLUMNS[dimension]  # a fixed fragment, never the caller's text
+        db = self._conn()
+        return db.execute(
+            "select c.continuation_id, c.title, c.tool_name, total(m.cost), sum(m.tokens) "
+            "from messages m join conversations c on c.id = m.conversation_id "
+            f"where m.created_at >= :first and m.created_at < :after and {column} = :key "
+            "group by c.id order by 4 desc, 5 desc limit :limit",
+            {"first": day, "after": self._day_after(day), "key": key, "limit": limit},
+        ).fetchall()
+
     # -- maintenance -------------------------------------------------------------------
 
     def _rebuild(self, db: sqlite3.Connection, days: set[str], conversation_ids: set[str]) -> None:
@@ -1394,11 +1621,12 @@ class SQLiteStore(Store):
         undecided: list[str] = []  # new uploads whose record does not say whether they were deduplicated
         with self._write() as db:
             after = db.execute("select coalesce(max(rowid), 0) from messages").fetchone()[0]
+            threads_after = db.execute("select coalesce(max(rowid), 0) from conversations").fetchone()[0]
             for rec in batch:
                 c = rec.conversation
                 row = self._conversation_row(db, c.continuation_id)
                 if row is None:
-                    self._insert_conversation(db, c, updated_at=rec.updated_at, model=rec.model)
+                    self._insert_conversation(db, c, updated_at=rec.updated_at, model=rec.model, facets=False)
                     conv_id, user_id = c.id, c.user_id
                     convs += 1
                     existing: set[str] = set()
@@ -1425,6 +1653,8 @@ class SQLiteStore(Store):
             if msgs:
                 db.execute(_ROLLUP_ADD, {"after": after})
                 db.execute(_TOTALS_ADD, {"after": after})
+            # Rowids only grow inside this transaction: the rows after the watermarks are the batch's.
+            db.execute(_FACETS_ADD, {"after": after, "threads_after": threads_after})
         return ImportResult(convs, convs_skipped, msgs, msgs_skipped, files)
 
     def _import_file(self, db: sqlite3.Connection, f: Any, conv_id: str, undecided: list[str]) -> int:
@@ -1507,11 +1737,20 @@ class SQLiteStore(Store):
         )
         return max(inserted, 0)
 
-    def _doctor(self) -> dict[str, Any]:
+    def _doctor(self, progress: DoctorProgress | None = None) -> dict[str, Any]:
         db = self._conn()
+        # Progress in checks: the integrity check, the counts, then one per stored file.
+        tick = progress or (lambda step, done, total: None)
+        try:
+            total = 2 + int(db.execute("select count(*) from files").fetchone()[0])
+        except sqlite3.DatabaseError:
+            total = 2
+        size = self.path.stat().st_size if self.path.exists() else 0
+        tick(f"integrity check of {size / 1e6:,.0f} MB", 0, total)
         # The integrity check runs first; on a damaged file every figure below is read
         # separately and reported as None when it cannot be, so doctor reports, never crashes.
         quick_check = self._quick_check(db)
+        tick("counts", 1, total)
 
         def figure(read: Any) -> Any:
             try:
@@ -1530,9 +1769,19 @@ class SQLiteStore(Store):
                 "group by model order by 2 desc"
             ).fetchall()
         )
-        missing = figure(
-            lambda: [r[0] for r in db.execute("select storage_path from files") if not self.files.exists(r[0])]
-        )
+
+        def missing_bytes() -> list[str]:
+            tick("file bytes", 2, total)
+            missing = []
+            for done, r in enumerate(db.execute(_FILES_WITH_BYTES), start=3):
+                if not self.files.exists(r[0]):
+                    missing.append(r[0])
+                if done % 200 == 0:
+                    tick("file bytes", min(done, total), total)
+            tick("file bytes", total, total)
+            return missing
+
+        missing = figure(missing_bytes)
         report = {
             "backend": self.backend,
             "url": self.url,
@@ -1559,6 +1808,56 @@ class SQLiteStore(Store):
             report["damage"] = self.damage
             report["recover_command"] = self.recover_command()
         return report
+
+    def _doctor_quick(self) -> dict[str, Any]:
+        """What needs no page-by-page read: the counts (messages from the daily rollup, which
+        every write keeps current), the damage the checks at open or any statement found, and
+        the last full check (store_meta)."""
+        db = self._conn()
+        wal = self.path.with_name(self.path.name + "-wal")
+        report: dict[str, Any] = {
+            "backend": self.backend,
+            "url": self.url,
+            "read_only": self.read_only,
+            "check": "quick",
+            "database_bytes": self.path.stat().st_size if self.path.exists() else 0,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+        }
+        try:
+            with self._read():
+                counts = db.execute(
+                    """select (select count(*) from conversations), (select coalesce(sum(messages), 0) from usage_daily),
+                              (select count(*) from files), (select count(*) from file_uploads),
+                              (select max(created_at) from messages)"""
+                ).fetchone()
+                unpriced = db.execute(
+                    "select model, sum(unpriced_messages) from usage_daily where unpriced_messages > 0 "
+                    "group by model order by 2 desc"
+                ).fetchall()
+                last = db.execute("select value from store_meta where key = 'last_full_check'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._translate(exc)  # records the damage, reported below
+            counts, unpriced, last = (None,) * 5, None, None
+        report.update(zip(("conversations", "messages", "files", "uploads", "last_message_at"), counts, strict=True))
+        report["unpriced_models"] = None if unpriced is None else {(m or "(no model)"): n for m, n in unpriced}
+        report["last_full_check"] = None if last is None else json.loads(last[0])
+        report["damaged"] = self.damage is not None
+        if self.damage is not None:
+            report["quick_check"] = self.damage
+            report["damage"] = self.damage
+            report["recover_command"] = self.recover_command()
+        return report
+
+    def _record_full_check(self, findings: dict[str, Any]) -> bool:
+        if self.read_only or self.damage is not None:
+            return False  # nothing is written into a damaged file; the CLI showed the findings
+        with self._write() as db:
+            db.execute(
+                "insert into store_meta (key, value) values ('last_full_check', ?) "
+                "on conflict (key) do update set value = excluded.value",
+                (v.dumps(findings),),
+            )
+        return True
 
     def _prune(self, cutoff: datetime, *, dry_run: bool) -> PruneResult:
         limit = _ts(cutoff)
@@ -1591,6 +1890,8 @@ class SQLiteStore(Store):
                     "update files set conversation_id = null where conversation_id in (select id from prune_conversations)"
                 )
                 db.execute("delete from conversations where id in (select id from prune_conversations)")
+                # No foreign key on thread_facets (see schema.THREAD_FACETS_TABLE): one pass here.
+                db.execute("delete from thread_facets where conversation_id in (select id from prune_conversations)")
                 # Files no remaining thread uses and nobody uploaded since the cutoff.
                 doomed = db.execute(
                     """select f.id, f.storage_path, f.file_size,
@@ -1615,6 +1916,19 @@ class SQLiteStore(Store):
         # (harmless, and re-used by the next upload of the same content), never a row without bytes.
         self._sweep_bytes(doomed_paths)
         return PruneResult(cutoff=cutoff, dry_run=dry_run, **counts)
+
+    def _redact(
+        self, *, continuation_ids: list[str] | None, user_id: str | None, cutoff: datetime | None, dry_run: bool
+    ) -> RedactResult:
+        # Its own module: the erasure, the byte sweep and the vacuum (persistence/redaction.py).
+        return redact(
+            self,
+            continuation_ids=continuation_ids,
+            user_id=user_id,
+            cutoff=None if cutoff is None else _ts(cutoff),
+            at=_ts(now()),
+            dry_run=dry_run,
+        )
 
     SWEEP_BATCH = 100  # objects deleted per write transaction: uploads wait at most one batch
 
