@@ -394,6 +394,11 @@ class Store(abc.ABC):
                 raise ValidationError(f"messages[{i}].{exc.field}", exc.message) from None
             except TypeError as exc:
                 raise ValidationError(f"messages[{i}]", str(exc)) from None
+            # Preparing a batch is Python work (checks, prices, index text) that holds the GIL
+            # for as long as the interpreter lets it: the outbox's flusher does it while the MCP
+            # server's callers append turns, which then waited for the forced switch. Yielding
+            # between items lets them in (bench/bench_outbox.py, "up, delivering").
+            time.sleep(0)
         stored = self._record_messages(items) if items else []
         self._count_for_budgets(stored)
         return stored
