@@ -3,6 +3,7 @@ backend slow and down; and how fast the outbox delivers to Postgres.
 
     python bench/bench_outbox.py [--calls 3000 --rate 200 --backlog 30000 --messages 20000]
         [--template pt_bench] [--latency-modes up,slow,down] [--skip-throughput] [--switch-interval MS]
+        [--flushers thread,process] [--rounds 2]
 
 Needs the Postgres at 127.0.0.1:5432. The database ``bench_outbox`` is a copy of the
 million-message ``pt_bench`` (``create database … template pt_bench``, then ``VACUUM
@@ -14,7 +15,8 @@ demo's (``persistence.demo``: 100-1,500 characters, English and Chinese, code bl
   turns, through the outbox, against the same call writing straight to Postgres.
   "up, delivering": the outbox starts with a backlog of ``--backlog`` queued messages, and the
   calls are paced at ``--rate`` per second while the flusher delivers it (and the calls' own
-  snapshots) into the million-message database; the table says how many it delivered during
+  snapshots) into the million-message database, with each of ``--flushers`` (a thread of the
+  server's process, or a process of its own) in turn for ``--rounds`` rounds; the table says how many it delivered during
   the timed calls and how many were still queued at the end, so the overlap is visible.
   "slow" and "down": a TCP proxy (tests/tcpproxy.py) between the store and Postgres adds 100 ms
   to every request or refuses connections; calls back to back. (The proxy relays in a Python
@@ -159,10 +161,10 @@ def _via(proxy: TcpProxy) -> str:
     return f"postgresql://postgres@127.0.0.1:{proxy.port}/{DB}"
 
 
-def _backlog(store: persistence.Store, path: Path, n: int) -> None:
+def _backlog(store: persistence.Store, path: Path, n: int, seed: int = 11) -> None:
     """Queue ``n`` demo-length messages in the outbox file at ``path`` without delivering them
     (no flusher), as a server does while its backend is away."""
-    rng = random.Random(11)
+    rng = random.Random(seed)
     pre = Outbox(store, path, start=False)
     tag = uuid.uuid4().hex[:6]
     for i in range(n):
@@ -213,36 +215,50 @@ def _row(label: str, samples: list[float], *extra: object) -> list[object]:
 
 
 def bench_latency(
-    url: str, proxy: TcpProxy, calls: int, rate: float, backlog: int, tmp: Path, modes: list[str]
+    url: str,
+    proxy: TcpProxy,
+    calls: int,
+    rate: float,
+    backlog: int,
+    tmp: Path,
+    modes: list[str],
+    flushers: list[str],
+    rounds: int,
 ) -> None:
     rows = []
-    # Up, delivering: a backlog keeps the flusher busy for the whole run of paced calls.
-    store = persistence.open_store(url, files_dir=tmp / "files")
-    folder = tmp / "queue-up"
-    _backlog(store, outbox_path_for(store.url, folder), backlog)
-    before = _count_messages(url)
-    storage = ThreadStorage(store, outbox_dir=folder)
-    assert storage.outbox is not None
-    deadline = time.monotonic() + 60
-    while storage.outbox.depth() >= backlog and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first batch is in: delivery is under way
-    depth_before = storage.outbox.depth()
-    started = time.perf_counter()
-    samples = _timed_calls(storage, Threads(seed=1), calls, rate)
-    seconds = time.perf_counter() - started
-    depth_after = storage.outbox.depth()
-    delivered = depth_before + calls - depth_after
-    assert storage.outbox.wait_idle(1800)
-    storage.shutdown()
-    rows.append(
-        _row(
-            f"set_with_ttl via outbox, backend up, {rate:,.0f} calls/s while delivering",
-            samples,
-            f"{delivered:,} in {seconds:.1f} s ({delivered / seconds:,.0f}/s)",
-            f"{depth_after:,}",
-        )
-    )
-    print(f"Messages in the database: {before:,} before the backlog, {_count_messages(url):,} after", file=sys.stderr)
+    # Up, delivering: a backlog keeps the flusher busy for the whole run of paced calls; each
+    # flusher in turn, round after round, so they meet the same machine.
+    for r in range(rounds):
+        for k, flusher in enumerate(flushers):
+            store = persistence.open_store(url, files_dir=tmp / "files")
+            folder = tmp / f"queue-up-{r}-{flusher}"
+            _backlog(store, outbox_path_for(store.url, folder), backlog, seed=11 + 100 * r + k)
+            before = _count_messages(url)
+            storage = ThreadStorage(store, outbox_dir=folder, flusher=flusher)
+            assert storage.outbox is not None
+            deadline = time.monotonic() + 60
+            while storage.outbox.depth() >= backlog and time.monotonic() < deadline:
+                time.sleep(0.05)  # the first batch is in: delivery is under way
+            depth_before = storage.outbox.depth()
+            started = time.perf_counter()
+            samples = _timed_calls(storage, Threads(seed=1 + 100 * r + k), calls, rate)
+            seconds = time.perf_counter() - started
+            depth_after = storage.outbox.depth()
+            delivered = depth_before + calls - depth_after
+            assert storage.outbox.wait_idle(1800)
+            storage.shutdown()
+            rows.append(
+                _row(
+                    f"set_with_ttl via outbox ({flusher} flusher), backend up, {rate:,.0f} calls/s while delivering",
+                    samples,
+                    f"{delivered:,} in {seconds:.1f} s ({delivered / seconds:,.0f}/s)",
+                    f"{depth_after:,}",
+                )
+            )
+            print(
+                f"Messages in the database: {before:,} before the backlog, {_count_messages(url):,} after",
+                file=sys.stderr,
+            )
     direct = ThreadStorage(persistence.open_store(url, files_dir=tmp / "files"), outbox=False)
     rows.append(
         _row(
@@ -363,6 +379,10 @@ def main() -> None:
     parser.add_argument(
         "--switch-interval", type=float, help="sys.setswitchinterval for this process, in ms (a GIL diagnostic)"
     )
+    parser.add_argument(
+        "--flushers", default="thread,process", help="which outbox flushers the 'up, delivering' case compares"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the 'up, delivering' case")
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval / 1000)
@@ -375,7 +395,17 @@ def main() -> None:
                 f"# Outbox benchmark — {_count_messages(url):,} messages in {DB} (a copy of {args.template or 'nothing'})"
             )
             print(f"GIL switch interval {sys.getswitchinterval() * 1000:g} ms")
-            bench_latency(url, proxy, args.calls, args.rate, args.backlog, Path(tmp), args.latency_modes.split(","))
+            bench_latency(
+                url,
+                proxy,
+                args.calls,
+                args.rate,
+                args.backlog,
+                Path(tmp),
+                args.latency_modes.split(","),
+                args.flushers.split(","),
+                args.rounds,
+            )
             if not args.skip_throughput:
                 bench_throughput(proxy, args.messages, Path(tmp))
     finally:

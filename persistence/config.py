@@ -64,6 +64,7 @@ def open_store(
         raise StoreOpenError(
             f"unsupported store URL {redact_url(resolved)!r}: use sqlite:///path, postgresql://… or supabase"
         )
+    store.opened_from = (resolved, None if files_dir is None else str(files_dir), e)
     try:
         store.upload_rules = UploadRules.from_env(e)
     except ValidationError as exc:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ import random
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -51,7 +54,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .env import outbox_dir
 from .errors import ConflictError, NotFoundError, PersistenceError, StorageFullError, ValidationError
@@ -67,6 +70,16 @@ LEASE_SECONDS = 15.0
 # client gives a server 2 s after closing its stdin before SIGTERM, and 2 s more before SIGKILL.
 EXIT_FLUSH_SECONDS = 3.0
 _JITTER = random.Random()  # its own generator: the flusher never draws from a caller's seeded global one
+# How long an append waits for the other writer of the file (a flusher's transaction, in this
+# process or another) before it fails, and how often it looks again meanwhile.
+APPEND_BUSY_SECONDS = 30.0
+_APPEND_RETRY_SECONDS = 0.0002
+FLUSHERS = ("thread", "process")
+_CHILD_SPEC = "PERSISTENCE_OUTBOX_FLUSHER_SPEC"  # how a flusher process learns its outbox and store
+_STOP = b"stop"
+# How long a flusher process whose parent is gone (killed) goes on delivering what it queued.
+ORPHAN_FLUSH_SECONDS = 30.0
+_T = TypeVar("_T")
 
 _SCHEMA = """
 create table if not exists outbox (
@@ -174,6 +187,16 @@ class Outbox:
     ``update_conversation`` (payloads are their keyword arguments; timestamps as ISO strings),
     and those integrations register (``zen_snapshot``, a ThreadContext: see
     ``persistence.integrations.zen``).
+
+    ``flusher``: ``"thread"`` delivers from a thread of this process; ``"process"`` from a
+    process of its own (``python -c …``, started here, ended by :meth:`close`, and ending by
+    itself once this process is gone), so delivery never holds this process's GIL while a
+    caller appends (bench/README.md: the callers' p99 while it delivers). A process flusher
+    reopens the store from the URL it was opened with, so it needs a store from
+    :func:`persistence.open_store`, not a factory, and it imports the modules of the
+    operations registered here (an integration's ``zen_snapshot``).
+    ``poll``: how long an idle flusher waits before it looks at the file again (appends of
+    this process wake a thread flusher at once; a process flusher only sees them when it looks).
     """
 
     def __init__(
@@ -186,7 +209,17 @@ class Outbox:
         lease_seconds: float = LEASE_SECONDS,
         quiet: float = 0.05,
         start: bool = True,
+        flusher: str = "thread",
+        poll: float | None = None,
     ) -> None:
+        if flusher not in FLUSHERS:
+            raise ValidationError("flusher", f"must be one of {', '.join(FLUSHERS)}, not {flusher!r}")
+        if flusher == "process" and not (isinstance(store, Store) and store.opened_from is not None):
+            raise ValidationError(
+                "flusher", "'process' reopens the store from its URL: pass a store opened by persistence.open_store"
+            )
+        self.flusher = flusher
+        self.poll = poll if poll is not None else (1.0 if flusher == "thread" else 0.05)
         self.path = Path(path)
         self._store_or_factory = store
         self._store: Store | None = store if isinstance(store, Store) else None
@@ -200,6 +233,9 @@ class Outbox:
         # pages back into the file never lands on a caller's append.
         self._db = _connect(self.path)
         self._db.execute("pragma wal_autocheckpoint = 0")
+        # The callers wait for the other writer in short sleeps of their own (_on_callers_db),
+        # not in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms … between tries.
+        self._db.execute("pragma busy_timeout = 0")
         self._lock = threading.Lock()
         self._fdb = _connect(self.path)
         self._flock = threading.Lock()
@@ -215,6 +251,9 @@ class Outbox:
         # host:pid:tag, so another process on this host can tell when the holder is gone.
         self._owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._process_started = 0.0
+        self._lease_until = 0.0  # when the lease this flusher last wrote runs out
         self._closed = False
         self._aside: dict[str, set[str]] | None = None  # set-aside zen turns by key, read per batch
         if start:
@@ -231,16 +270,43 @@ class Outbox:
         except (TypeError, ValueError, RecursionError) as exc:
             raise ValidationError("payload", f"cannot be queued: {exc}") from None
         try:
-            with self._lock, self._wlock:
-                cur = self._db.execute(
-                    "insert into outbox (op, key, payload, created_at) values (?, ?, ?, ?)",
-                    (op, key, text, time.time()),
-                )
+            row_id = self._on_callers_db(
+                lambda db: (
+                    db.execute(
+                        "insert into outbox (op, key, payload, created_at) values (?, ?, ?, ?)",
+                        (op, key, text, time.time()),
+                    ).lastrowid
+                ),
+                write=True,
+            )
         except sqlite3.Error as exc:
             raise self._append_error(exc) from None
         self._idle.clear()
         self._wake.set()
-        return int(cur.lastrowid or 0)
+        if self._process is not None and self._process.poll() is not None:
+            self._restart_process()
+        return int(row_id or 0)
+
+    def _on_callers_db(self, fn: Callable[[sqlite3.Connection], _T], *, write: bool = False) -> _T:
+        """``fn`` on the callers' connection. While the file's other writer (a flusher's
+        transaction, here or in another process) holds it, wait in sleeps of 0.2 ms, so an
+        append waits about as long as that transaction, not a busy-handler step of 1-10 ms."""
+        deadline = 0.0
+        while True:
+            try:
+                with self._lock:
+                    if write:
+                        with self._wlock:
+                            return fn(self._db)
+                    return fn(self._db)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + APPEND_BUSY_SECONDS
+                if now >= deadline:
+                    raise
+                time.sleep(_APPEND_RETRY_SECONDS)
 
     def _append_error(self, exc: sqlite3.Error) -> PersistenceError:
         """The package's error for a failed append: the caller learns the write was not
@@ -251,39 +317,89 @@ class Outbox:
 
     def pending(self, key: str) -> list[tuple[str, dict[str, Any]]]:
         """Operations for ``key`` not delivered yet, oldest first (for read-your-writes)."""
-        with self._lock:
-            rows = self._db.execute("select op, payload from outbox where key = ? order by id", (key,)).fetchall()
+        rows = self._on_callers_db(
+            lambda db: db.execute("select op, payload from outbox where key = ? order by id", (key,)).fetchall()
+        )
         return [(op, json.loads(payload)) for op, payload in rows]
 
     def status(self) -> OutboxStatus:
-        with self._lock:
-            return _status(self._db)
+        return self._on_callers_db(_status)
 
     def set_aside(self, key: str) -> set[str]:
         """Ids of the zen turns of ``key`` that delivery set aside (never delivered)."""
-        with self._lock:
-            return _set_aside(self._db, key)
+        return self._on_callers_db(lambda db: _set_aside(db, key))
 
     def backend_failing(self) -> bool:
         """Whether the last delivery attempt failed (nothing delivered since the last error)."""
-        with self._lock:
-            rows = dict(
-                self._db.execute(
+        rows = dict(
+            self._on_callers_db(
+                lambda db: db.execute(
                     "select name, until from outbox_state where name in ('last_error', 'last_delivery')"
                 ).fetchall()
             )
+        )
         failed, delivered = rows.get("last_error"), rows.get("last_delivery")
         return failed is not None and (delivered is None or failed > delivered)
 
     # -- the flusher -----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.flusher == "process":
+            if self._process is None or self._process.poll() is not None:
+                self._start_process()
+            _LIVE.add(self)
+            _install_exit_hooks()
+            return
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"outbox-flusher-{self.path.name}", daemon=True)
             self._thread.start()
             _LIVE.add(self)
             _install_exit_hooks()
+
+    def _start_process(self) -> None:
+        store = self._store_or_factory
+        assert isinstance(store, Store) and store.opened_from is not None
+        url, files_dir, env = store.opened_from
+        spec = {
+            "path": str(self.path),
+            "url": url,
+            "files_dir": None if files_dir is None else str(files_dir),
+            # The modules whose operations the flusher must know (an integration's).
+            "modules": sorted({fn.__module__ for fn in OPS.values()} - {__name__}),
+            "batch_size": self.batch_size,
+            "max_backoff": self.max_backoff,
+            "lease_seconds": self.lease_seconds,
+            "quiet": self.quiet,
+            "poll": self.poll,
+        }
+        # The URL (it may hold a password) and the store's settings go by the environment,
+        # which only this user can read, not the command line, which everyone can.
+        child_env = {**os.environ, **env, _CHILD_SPEC: json.dumps(spec)}
+        self._process_started = time.monotonic()
+        # stdin is the flusher's lifeline: it ends when this process closes it or is gone.
+        # stdout is never inherited (an MCP server's stdout is its protocol); its own session,
+        # so a Ctrl-C at the terminal reaches this process, which then ends it by close().
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from persistence.outbox import _serve_flusher; _serve_flusher()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=child_env,
+            start_new_session=True,
+        )
+        log.info("outbox: flusher process %d delivers %s", self._process.pid, self.path)
+
+    def _restart_process(self) -> None:
+        # A flusher process that died (killed, or its store cannot even be opened): started
+        # again, at most every 5 s, so a flusher that cannot start does not cost every append.
+        with self._lock:
+            proc = self._process
+            if self._closed or proc is None or proc.poll() is None:
+                return
+            if time.monotonic() - self._process_started < 5.0:
+                return
+            log.error("outbox: flusher process %d exited with %s; starting another", proc.pid, proc.returncode)
+            self._start_process()
 
     def _store_now(self) -> Store:
         if self._store is None:
@@ -317,7 +433,7 @@ class Outbox:
             if delivered == 0:
                 if self._flusher_depth() == 0:
                     self._idle.set()
-                self._wake.wait(1.0)
+                self._wake.wait(self.poll)
                 self._wake.clear()
 
     @contextlib.contextmanager
@@ -344,8 +460,7 @@ class Outbox:
         return bool(n) and n < self.batch_size and now - newest < self.quiet and now - oldest < 1.0
 
     def depth(self) -> int:
-        with self._lock:
-            return int(self._db.execute("select count(*) from outbox").fetchone()[0])
+        return int(self._on_callers_db(lambda db: db.execute("select count(*) from outbox").fetchone()[0]))
 
     def _flusher_depth(self) -> int:
         # On the flusher's own connection: never waits for a caller's lock, which a signal
@@ -355,6 +470,10 @@ class Outbox:
 
     def _take_lease(self) -> bool:
         now = time.time()
+        if self._lease_until - now > self.lease_seconds / 2:
+            # Held, with more than half of it left: no write. Every write here is one more
+            # time an append of the callers may wait for the file's write lock.
+            return True
         with self._flock, self._writing(), _transaction(self._fdb):
             row = self._fdb.execute("select value, until from outbox_state where name = 'lease'").fetchone()
             if row and row[0] != self._owner and row[1] and row[1] > now:
@@ -366,9 +485,11 @@ class Outbox:
                 "on conflict (name) do update set value = excluded.value, until = excluded.until",
                 (self._owner, now + self.lease_seconds),
             )
+        self._lease_until = now + self.lease_seconds
         return True
 
     def _release_lease(self) -> None:
+        self._lease_until = 0.0
         with self._flock, self._writing():
             self._fdb.execute("delete from outbox_state where name = 'lease' and value = ?", (self._owner,))
 
@@ -539,9 +660,17 @@ class Outbox:
         self._draining.set()
         self._wake.set()
         try:
-            self._idle.wait(max(0.0, deadline - time.monotonic()))
+            if self._process is None:
+                self._idle.wait(max(0.0, deadline - time.monotonic()))
+            while self._process is not None and time.monotonic() < deadline and self._flusher_depth():
+                time.sleep(0.02)  # the flusher process delivers; nothing here to be woken by
         finally:
             self._draining.clear()
+
+    def _flusher_alive(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        return self._thread is not None and self._thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> int:
         """Deliver what can be delivered within ``timeout`` seconds, then stop. Returns how
@@ -553,13 +682,15 @@ class Outbox:
         _LIVE.discard(self)
         deadline = time.monotonic() + timeout
         self._draining.set()
-        while self.depth() and time.monotonic() < deadline and self._thread and self._thread.is_alive():
+        while self.depth() and time.monotonic() < deadline and self._flusher_alive():
             self._wake.set()
-            self._idle.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            self._idle.wait(min(0.02 if self._process else 0.1, max(0.0, deadline - time.monotonic())))
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=max(1.0, deadline - time.monotonic()))
+        if self._process is not None:
+            self._end_process(max(2.0, deadline - time.monotonic()))
         self._release_lease()
         left = self.depth()
         with self._lock:
@@ -573,6 +704,48 @@ class Outbox:
         if left:
             log.warning("outbox: %d operation(s) left in %s for the next start", left, self.path)
         return left
+
+    def _end_process(self, timeout: float) -> None:
+        proc = self._process
+        assert proc is not None
+        with contextlib.suppress(OSError):
+            if proc.stdin:
+                proc.stdin.write(_STOP)  # the flusher finishes its batch, releases the lease and exits
+                proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("outbox: flusher process %d did not stop within %.1f s; killed", proc.pid, timeout)
+            proc.kill()
+            proc.wait()
+
+
+def _serve_flusher() -> None:
+    """A flusher process (``Outbox(flusher="process")``): deliver the outbox its parent names
+    until the parent closes the pipe on our stdin or is gone, then stop like ``close``."""
+    from .config import open_store
+
+    spec = json.loads(os.environ.pop(_CHILD_SPEC))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when delivery stops
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s[%(process)d] %(message)s")
+    for module in spec["modules"]:
+        importlib.import_module(module)  # an integration's operations (zen_snapshot)
+    url, files_dir = spec["url"], spec["files_dir"]
+    outbox = Outbox(
+        lambda: open_store(url, files_dir=files_dir),
+        spec["path"],
+        batch_size=spec["batch_size"],
+        max_backoff=spec["max_backoff"],
+        lease_seconds=spec["lease_seconds"],
+        quiet=spec["quiet"],
+        poll=spec["poll"],
+    )
+    said = b""
+    with contextlib.suppress(OSError):
+        said = sys.stdin.buffer.read()  # returns once the parent closes it or exits (even killed)
+    # Told to stop: the parent has waited for delivery already. The parent gone without a word
+    # (killed): deliver what it queued, within ORPHAN_FLUSH_SECONDS, then the next start does.
+    outbox.close(timeout=0.0 if said == _STOP else ORPHAN_FLUSH_SECONDS)
 
 
 def _set_aside(db: sqlite3.Connection, key: str) -> set[str]:

@@ -5,11 +5,19 @@ buckets, cost and the price id used, metadata …) and the metadata of the files
 used. Derived figures (message counts, token and cost totals) are not exported: the importing
 store recomputes them from the messages, so they cannot disagree. File bytes travel separately
 (``python -m persistence copy``); a record names them by sha256.
+
+Redaction travels too: a redacted thread, message or upload carries ``redacted_at`` (only when
+set, so records of unredacted threads stay as compact as before, and exports made before the
+field was written import unchanged). An upload's is not on :class:`StoredFile`: the backend's
+export hands the thread over as an :class:`ExportedConversation` that carries it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from . import validation as v
@@ -20,9 +28,51 @@ from .pricing import UNREAD_USAGE, is_unpriced
 from .providers import canonical_price_id
 from .search_query import index_text
 
-__all__ = ["EXPORT_FORMAT", "conversation_record", "parse_record"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "ExportedConversation",
+    "ImportedRecord",
+    "conversation_record",
+    "parse_record",
+    "redactions_of",
+    "with_upload_redactions",
+]
 
 EXPORT_FORMAT = "mcp-persistence/1"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedConversation(Conversation):
+    """A thread as a backend's export reads it: with when each of its redacted uploads was
+    redacted (by upload id), which :class:`StoredFile` does not carry."""
+
+    upload_redactions: Mapping[str, datetime] = field(default_factory=dict)
+
+
+def with_upload_redactions(conv: Conversation, redactions: Mapping[str, datetime]) -> Conversation:
+    """``conv`` carrying ``redactions`` (upload id -> redacted_at) for its export record."""
+    if not redactions:
+        return conv
+    values = {f.name: getattr(conv, f.name) for f in dataclasses.fields(Conversation)}
+    return ExportedConversation(**values, upload_redactions=dict(redactions))
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedRecord(ParsedRecord):
+    """A parsed record with what was redacted: the thread, messages by id, uploads by id."""
+
+    redacted_at: datetime | None = None
+    message_redactions: Mapping[str, datetime] = field(default_factory=dict)
+    upload_redactions: Mapping[str, datetime] = field(default_factory=dict)
+
+
+def redactions_of(
+    rec: ParsedRecord,
+) -> tuple[datetime | None, Mapping[str, datetime], Mapping[str, datetime]]:
+    """The thread's redacted_at and those of its messages and uploads (by id) in ``rec``."""
+    if isinstance(rec, ImportedRecord):
+        return rec.redacted_at, rec.message_redactions, rec.upload_redactions
+    return None, {}, {}
 
 
 def conversation_record(conv: Conversation, uploads: Sequence[StoredFile] | None = None) -> dict[str, Any]:
@@ -49,16 +99,24 @@ def conversation_record(conv: Conversation, uploads: Sequence[StoredFile] | None
             "expires_at",
         )
     }
+    if conv.redacted_at is not None:
+        conversation["redacted_at"] = c["redacted_at"]
     messages = []
     for m in conv.messages:
         d = m.to_dict()
         for key in ("conversation_id", "continuation_id", "user_id"):
             d.pop(key)
+        if d["redacted_at"] is None:
+            del d["redacted_at"]
         messages.append(d)
+    redacted_uploads = conv.upload_redactions if isinstance(conv, ExportedConversation) else {}
     files = []
     for f in conv.files if uploads is None else uploads:
         d = f.to_dict()  # deduplicated included: whether this upload stored new bytes
         d.pop("continuation_id")
+        redacted_at = redacted_uploads.get(f.upload_id) if f.upload_id else None
+        if redacted_at is not None:
+            d["redacted_at"] = redacted_at.isoformat()
         files.append(d)
     return {"format": EXPORT_FORMAT, "conversation": conversation, "messages": messages, "files": files}
 
@@ -102,6 +160,9 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
         status=str(c.get("status") or "active"),
         summary=v.optional_text(c.get("summary"), f"{w}.summary", max_length=100_000),
     )
+    redacted_at = v.optional_timestamp(c.get("redacted_at"), f"{w}.redacted_at")
+    message_redactions: dict[str, datetime] = {}
+    upload_redactions: dict[str, datetime] = {}
     messages: list[tuple[int, PreparedMessage]] = []
     raw_messages = record.get("messages") or []
     if not isinstance(raw_messages, list):
@@ -126,11 +187,15 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
         content = v.check_content(_get(m, "content", w))
         role = v.check_role(_get(m, "role", w))
         metadata = v.check_json(m.get("metadata"), f"{w}.metadata")
+        message_id = v.check_uuid(_get(m, "id", w), f"{w}.id")
+        message_redacted = v.optional_timestamp(m.get("redacted_at"), f"{w}.redacted_at")
+        if message_redacted is not None:
+            message_redactions[message_id] = message_redacted
         messages.append(
             (
                 v.check_nonneg_int(_get(m, "seq", w), f"{w}.seq"),
                 PreparedMessage(
-                    id=v.check_uuid(_get(m, "id", w), f"{w}.id"),
+                    id=message_id,
                     role=role,
                     content=content,
                     created_at=v.check_timestamp(_get(m, "created_at", w), f"{w}.created_at"),
@@ -158,10 +223,14 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
         sha = str(_get(f, "file_hash", w))
         if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
             raise ValidationError(f"{w}.file_hash", f"{sha!r} is not a sha256 hex digest")
+        upload_id = v.optional_uuid(f.get("upload_id"), f"{w}.upload_id")
+        upload_redacted = v.optional_timestamp(f.get("redacted_at"), f"{w}.redacted_at")
+        if upload_redacted is not None and upload_id is not None:  # no upload: not this thread's to mark
+            upload_redactions[upload_id] = upload_redacted
         files.append(
             ParsedFile(
                 id=v.check_uuid(_get(f, "id", w), f"{w}.id"),
-                upload_id=v.optional_uuid(f.get("upload_id"), f"{w}.upload_id"),
+                upload_id=upload_id,
                 file_hash=sha,
                 size=v.check_nonneg_int(_get(f, "size", w), f"{w}.size"),
                 mime_type=str(_get(f, "mime_type", w)),
@@ -177,10 +246,13 @@ def parse_record(record: Any, where: str = "record") -> ParsedRecord:
                 deduplicated=_optional_bool(f.get("deduplicated"), f"{w}.deduplicated"),
             )
         )
-    return ParsedRecord(
+    return ImportedRecord(
         conversation=conv,
         model=v.optional_text(c.get("model"), "conversation.model", max_length=200),
         updated_at=v.check_timestamp(c.get("updated_at") or c["created_at"], f"{where}.conversation.updated_at"),
         messages=messages,
         files=files,
+        redacted_at=redacted_at,
+        message_redactions=message_redactions,
+        upload_redactions=upload_redactions,
     )

@@ -432,7 +432,10 @@ class ThreadStorage:
     writes in a durable local file and deliver them in the background (default: on for
     remote backends, off for the embedded SQLite file, which is local already).
     ``max_turns``: how many of the newest turns ``get`` returns (default
-    ``MAX_CONVERSATION_TURNS`` from the environment, else 50).
+    ``MAX_CONVERSATION_TURNS`` from the environment, else 50). ``flusher``: where the outbox
+    delivers from, ``"thread"`` or ``"process"`` (default ``PERSISTENCE_OUTBOX_FLUSHER``, else
+    ``"process"`` when the store is opened here, ``"thread"`` for a store handed in; see
+    :class:`persistence.outbox.Outbox`).
     """
 
     def __init__(
@@ -443,6 +446,7 @@ class ThreadStorage:
         outbox: bool | None = None,
         outbox_dir: str | Path | None = None,
         max_turns: int | None = None,
+        flusher: str | None = None,
     ) -> None:
         env = load_env()
         self.store = store if store is not None else open_store(url)
@@ -451,7 +455,14 @@ class ThreadStorage:
         self.outbox: Outbox | None = None
         if outbox if outbox is not None else remote:
             folder = Path(outbox_dir) if outbox_dir else default_outbox_dir(env)
-            self.outbox = Outbox(self.store, outbox_path_for(self.store.url, folder))
+            self.outbox = Outbox(
+                self.store,
+                outbox_path_for(self.store.url, folder),
+                # A flusher process reopens the store from its URL: the default when the
+                # store is ours (opened here from the environment); one handed in may be a
+                # wrapper only this process has, so it is delivered from a thread unless told.
+                flusher=flusher or env.get("PERSISTENCE_OUTBOX_FLUSHER") or ("process" if store is None else "thread"),
+            )
             try:
                 # Checking a turn looks up its model's provider in the price table: load it
                 # now, while the store is known to answer, so a check never waits on it.
@@ -543,7 +554,7 @@ class ThreadStorage:
         # refused (see _record_turns), and it sits in model_metadata, which is checked.
         args["usage"] = None
         try:
-            self.store.prepare_message(**args)
+            self.store.prepare_message(**args, search_index=False)
         except ValidationError as exc:
             raise ValidationError(f"value.turns[{i}].{_turn_field(exc.field)}", exc.message) from None
 

@@ -6,7 +6,8 @@
 --    8 s default for authenticated. A later `create or replace` without one fails here.
 --    Exceptions, with why: message_json, file_json and conversations_where read no table,
 --    cost what their argument costs and run once per row inside the functions that have a
---    timeout (a SET clause there would cost a settings save/restore per row); extension
+--    timeout (a SET clause there would cost a settings save/restore per row); uuid_v7, the id
+--    columns' default, takes nothing and runs once per inserted row; extension
 --    members (pg_trgm, btree_gin) and trigger functions are not part of the API.
 -- 2. Over-limit arguments are refused with PT400 naming the limit, never cut silently.
 -- 3. Hostile calls that are accepted finish fast: A's own long messages made of the query's
@@ -38,13 +39,13 @@ select cmp_ok((select count(*) from api_functions)::integer, '>=', 25,
     'the functions authenticated may execute are found (sanity)');
 select is(
     array(select signature from api_functions
-          where timeout is null and proname not in ('message_json', 'file_json', 'conversations_where')
+          where timeout is null and proname not in ('message_json', 'file_json', 'conversations_where', 'uuid_v7')
           order by 1),
     '{}'::text[],
     'every function authenticated may execute has a statement_timeout (except the per-row helpers)');
 select is(
     array(select proname::text from api_functions where timeout is null order by 1),
-    array['conversations_where', 'file_json', 'message_json'],
+    array['conversations_where', 'file_json', 'message_json', 'uuid_v7'],
     'the exceptions are exactly the per-row helpers');
 select is(
     array(select proname::text from api_functions p

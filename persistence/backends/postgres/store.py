@@ -50,6 +50,7 @@ from ...search_query import (
     to_tsquery,
 )
 from ...store import DoctorProgress, Store
+from ...transfer import redactions_of, with_upload_redactions
 from .schema import version_time
 
 __all__ = ["BlobStore", "FunctionStore", "J", "sql_error"]
@@ -796,15 +797,26 @@ class FunctionStore(Store):
             unpriced_after=unpriced_after,
         )
 
+    EXPORT_CHUNK = 500  # threads whose redacted uploads one call reads
+
     def _iter_conversations(self, since: datetime | None, until: datetime | None) -> Iterator[Conversation]:
-        for cid in self._call("conversation_ids", {"p_since": since, "p_until": until}):
-            conv = self._get_conversation(cid, None)
-            if conv is not None:
-                yield conv
+        ids = self._call("conversation_ids", {"p_since": since, "p_until": until})
+        # upload_redactions is the server's (a signed-in user's export has no upload's redacted_at).
+        server = getattr(self, "is_server", True)
+        for start in range(0, len(ids), self.EXPORT_CHUNK):
+            chunk = ids[start : start + self.EXPORT_CHUNK]
+            # The chunk's redacted uploads (StoredFile has no redacted_at), for the export records.
+            redacted = self._call("upload_redactions", {"p_continuation_ids": chunk}) if server else {}
+            for cid in chunk:
+                conv = self._get_conversation(cid, None)
+                if conv is not None:
+                    uploads = redacted.get(cid) or {}
+                    yield with_upload_redactions(conv, {k: _dt(at) for k, at in uploads.items()})
 
     @staticmethod
     def _record_json(rec: ParsedRecord) -> dict[str, Any]:
         c = rec.conversation
+        redacted_at, message_redactions, upload_redactions = redactions_of(rec)
         return {
             "conversation": {
                 "id": c.id,
@@ -821,6 +833,7 @@ class FunctionStore(Store):
                 "metadata": c.metadata,
                 "created_at": _iso(c.created_at),
                 "expires_at": _iso(c.expires_at),
+                "redacted_at": _iso(redacted_at),
             },
             "model": rec.model,
             "updated_at": _iso(rec.updated_at),
@@ -846,6 +859,7 @@ class FunctionStore(Store):
                     "images": list(m.images),
                     "metadata": m.metadata,
                     "search_extra": m.search_extra,
+                    "redacted_at": _iso(message_redactions.get(m.id)),
                 }
                 for seq, m in rec.messages
             ],
@@ -866,6 +880,7 @@ class FunctionStore(Store):
                     "description": f.description,
                     "metadata": f.metadata,
                     "deduplicated": f.deduplicated,
+                    "redacted_at": _iso(upload_redactions.get(f.upload_id or "")),
                 }
                 for f in rec.files
             ],

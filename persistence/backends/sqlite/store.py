@@ -65,7 +65,8 @@ from ...search_query import (
     python_fragments,
     to_fts5,
 )
-from ...store import DoctorProgress, Store, day_of, now
+from ...store import DoctorProgress, Store, day_of, new_id, now
+from ...transfer import redactions_of, with_upload_redactions
 from .redact import redact
 from .schema import FACETS_OF_MESSAGES, MIGRATIONS
 
@@ -162,6 +163,9 @@ _FACETS_ADD = (
     + FACETS_OF_MESSAGES.format(where="rowid > :after")
     + " union select 'tool', tool_name, id from conversations where rowid > :threads_after and tool_name is not null"
 )
+# A message an import brings for a thread: (record index in the batch, seq as exported, position
+# in its record, the message, when it was redacted).
+_Incoming = tuple[int, int, int, PreparedMessage, datetime | None]
 
 # Search ranks with bm25 up to this many words in the query (exclusions and the words of
 # phrases included): its cost is a pass over every match of each phrase in the whole table,
@@ -681,7 +685,7 @@ class SQLiteStore(Store):
             self._insert_conversation(
                 db,
                 PreparedConversation(
-                    id=str(uuid.uuid4()), continuation_id=continuation_id, created_at=created_at, tool_name=tool_name
+                    id=new_id(), continuation_id=continuation_id, created_at=created_at, tool_name=tool_name
                 ),
             )
             row = self._conversation_row(db, continuation_id)
@@ -1613,36 +1617,53 @@ class SQLiteStore(Store):
         ids = [r[0] for r in self._conn().execute(sql + " order by created_at, id", params)]
         for cid in ids:
             conv = self._get_conversation(cid, None)
+            if conv is not None and conv.files:
+                # Its redacted uploads (StoredFile has no redacted_at): for the export record.
+                redacted = self._conn().execute(
+                    "select id, redacted_at from file_uploads where conversation_id = ? and redacted_at is not null",
+                    (conv.id,),
+                )
+                conv = with_upload_redactions(conv, {r[0]: _dt(r[1]) for r in redacted})
             if conv is not None:
                 yield conv
 
     def _import_batch(self, batch: list[ParsedRecord]) -> ImportResult:
         convs = convs_skipped = msgs = msgs_skipped = files = 0
         undecided: list[str] = []  # new uploads whose record does not say whether they were deduplicated
+        # Per thread: its owner and the batch's messages for it (see _import_placed).
+        incoming: dict[str, tuple[str | None, list[_Incoming]]] = {}
         with self._write() as db:
             after = db.execute("select coalesce(max(rowid), 0) from messages").fetchone()[0]
             threads_after = db.execute("select coalesce(max(rowid), 0) from conversations").fetchone()[0]
-            for rec in batch:
+            for i, rec in enumerate(batch):
                 c = rec.conversation
+                redacted_at, message_redactions, upload_redactions = redactions_of(rec)
                 row = self._conversation_row(db, c.continuation_id)
                 if row is None:
                     self._insert_conversation(db, c, updated_at=rec.updated_at, model=rec.model, facets=False)
+                    if redacted_at is not None:
+                        db.execute("update conversations set redacted_at = ? where id = ?", (_ts(redacted_at), c.id))
                     conv_id, user_id = c.id, c.user_id
                     convs += 1
-                    existing: set[str] = set()
                 else:
                     conv_id, user_id = row["id"], row["user_id"]
                     convs_skipped += 1
-                    existing = {
-                        r[0] for r in db.execute("select id from messages where conversation_id = ?", (conv_id,))
-                    }
-                new = [(seq, m) for seq, m in rec.messages if m.id not in existing]
-                msgs_skipped += len(rec.messages) - len(new)
-                if new:
-                    self._insert_messages(db, conv_id, user_id, new)
-                    msgs += len(new)
+                pending = incoming.setdefault(conv_id, (user_id, []))[1]
+                pending.extend(
+                    (i, seq, pos, m, message_redactions.get(m.id)) for pos, (seq, m) in enumerate(rec.messages)
+                )
                 for f in rec.files:
-                    files += self._import_file(db, f, conv_id, undecided)
+                    files += self._import_file(db, f, conv_id, undecided, upload_redactions.get(f.upload_id or ""))
+            for conv_id, (user_id, pending) in incoming.items():
+                new = self._import_placed(db, conv_id, pending)
+                msgs_skipped += len(pending) - len(new)
+                if new:
+                    self._insert_messages(db, conv_id, user_id, [(seq, m) for seq, m, _ in new])
+                    msgs += len(new)
+                    db.executemany(
+                        "update messages set redacted_at = ? where id = ?",
+                        [(_ts(at), m.id) for _, m, at in new if at is not None],
+                    )
             db.executemany(
                 """update file_uploads set deduplicated = exists (
                        select 1 from file_uploads e where e.file_id = file_uploads.file_id
@@ -1657,7 +1678,33 @@ class SQLiteStore(Store):
             db.execute(_FACETS_ADD, {"after": after, "threads_after": threads_after})
         return ImportResult(convs, convs_skipped, msgs, msgs_skipped, files)
 
-    def _import_file(self, db: sqlite3.Connection, f: Any, conv_id: str, undecided: list[str]) -> int:
+    @staticmethod
+    def _import_placed(
+        db: sqlite3.Connection, conv_id: str, pending: list[_Incoming]
+    ) -> list[tuple[int, PreparedMessage, datetime | None]]:
+        """The batch's messages for a thread that it does not hold yet (by id; an id given twice:
+        its first copy), each with its seq. As exported when every one is free; when any is
+        taken (the thread holds other messages at those turns, or the batch gives one twice),
+        all of them go after the thread's last turn, in their records' order: nothing stored
+        moves, and the imported turns keep their order. As public.import_batch does."""
+        stored = db.execute("select id, seq from messages where conversation_id = ?", (conv_id,)).fetchall()
+        seen = {r[0] for r in stored}
+        fresh: list[_Incoming] = []
+        for item in pending:  # in record order, each record's messages as given
+            if item[3].id not in seen:
+                seen.add(item[3].id)
+                fresh.append(item)
+        taken = {r[1] for r in stored}
+        seqs = [item[1] for item in fresh]
+        if taken.isdisjoint(seqs) and len(set(seqs)) == len(seqs):
+            return [(seq, m, at) for _, seq, _, m, at in fresh]
+        last = max(taken, default=0)
+        ordered = sorted(fresh, key=lambda item: item[:3])
+        return [(last + n, m, at) for n, (_, _, _, m, at) in enumerate(ordered, start=1)]
+
+    def _import_file(
+        self, db: sqlite3.Connection, f: Any, conv_id: str, undecided: list[str], redacted_at: datetime | None
+    ) -> int:
         created = _ts(f.created_at)
         row = db.execute("select id from files where storage_path = ? or id = ?", (f.storage_path, f.id)).fetchone()
         file_id = row[0] if row else f.id
@@ -1711,8 +1758,8 @@ class SQLiteStore(Store):
             # object is stored (the rule 0004 backfilled with), decided once the batch is in.
             inserted = db.execute(
                 """insert or ignore into file_uploads (id, file_id, filename, mime_type, file_size, user_id, session_id,
-                       conversation_id, tags, description, metadata, created_at, deduplicated)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       conversation_id, tags, description, metadata, created_at, deduplicated, redacted_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     f.upload_id,
                     file_id,
@@ -1727,6 +1774,7 @@ class SQLiteStore(Store):
                     v.dumps(f.metadata),
                     created,
                     int(bool(f.deduplicated)),
+                    None if redacted_at is None else _ts(redacted_at),
                 ),
             ).rowcount
             if inserted > 0 and f.deduplicated is None:
