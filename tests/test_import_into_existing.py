@@ -288,3 +288,59 @@ def test_a_bad_redacted_at_is_refused_naming_it(
         store.import_records([rec])
     assert refused.value.field.endswith(field)
     assert store.count_conversations() == 0
+
+
+def test_newer_imported_turns_move_the_thread_on_and_older_ones_do_not(
+    source: persistence.Store, other: persistence.Store, store: persistence.Store
+) -> None:
+    """A thread continued elsewhere and imported back goes to the top of the Threads list with
+    its newest model, as if its turns had been recorded here; an import of older turns leaves
+    its place and model alone."""
+    if server_only(store):
+        return
+    store.start_conversation("T", tool_name="chat", created_at=T0)
+    say(store, "T", ["here"], T0)
+    store.start_conversation("U", tool_name="chat", created_at=T0 + timedelta(hours=5))
+    say(store, "U", ["meanwhile"], T0 + timedelta(hours=5))
+    assert [c.continuation_id for c in store.list_conversations()] == ["U", "T"]
+
+    source.start_conversation("T", tool_name="chat", created_at=T0)
+    later = T0 + timedelta(days=1)
+    source.record_message("T", "user", "continued", created_at=later, message_id=str(uuid.uuid4()))
+    source.record_message(
+        "T",
+        "assistant",
+        "on glm",
+        created_at=later + timedelta(minutes=1),
+        message_id=str(uuid.uuid4()),
+        model="glm-4.5",
+        usage={"prompt_tokens": 10, "completion_tokens": 5},
+    )
+    source.record_message(
+        "T", "user", "last word", created_at=later + timedelta(minutes=2), message_id=str(uuid.uuid4())
+    )
+    assert store.import_records(records(source)).messages == 3
+
+    conv = store.get_conversation("T", last=1)
+    assert conv is not None
+    assert conv.updated_at == later + timedelta(minutes=2)  # its newest turn, a user turn
+    assert conv.model == "glm-4.5"  # the newest turn that names a model
+    assert [c.continuation_id for c in store.list_conversations()] == ["T", "U"]
+    assert store.count_conversations(model="glm-4.5") == 1
+    assert_totals_recomputed(store)
+
+    other.start_conversation("T", tool_name="chat", created_at=T0 - timedelta(days=3))
+    other.record_message(
+        "T",
+        "assistant",
+        "long ago",
+        created_at=T0 - timedelta(days=3),
+        message_id=str(uuid.uuid4()),
+        model="kimi-k2-turbo-preview",
+        usage={"prompt_tokens": 10, "completion_tokens": 5},
+    )
+    assert store.import_records(records(other)).messages == 1
+    conv = store.get_conversation("T", last=1)
+    assert conv is not None
+    assert (conv.updated_at, conv.model) == (later + timedelta(minutes=2), "glm-4.5")
+    assert_totals_recomputed(store)

@@ -119,7 +119,7 @@ _TOTALS_SELECT = """
 select conversation_id, count(*) as n, coalesce(sum(tokens), 0) as tokens, coalesce(sum(input_tokens), 0) as i,
     coalesce(sum(cached_input_tokens), 0) as ci, coalesce(sum(cache_write_tokens), 0) as cw,
     coalesce(sum(output_tokens), 0) as o, coalesce(sum(reasoning_tokens), 0) as r,
-    coalesce(sum(cost), 0) as cost, coalesce(sum(unpriced), 0) as unpriced
+    coalesce(sum(cost), 0) as cost, coalesce(sum(unpriced), 0) as unpriced, max(created_at) as newest
 from messages where {where}
 """
 # Rebuilds the rollup of whole days from messages (reprice, prune, recover).
@@ -146,8 +146,16 @@ update conversations set
     input_tokens = input_tokens + t.i, cached_input_tokens = cached_input_tokens + t.ci,
     cache_write_tokens = cache_write_tokens + t.cw, output_tokens = output_tokens + t.o,
     reasoning_tokens = reasoning_tokens + t.r, total_cost = total_cost + t.cost,
-    unpriced_messages = unpriced_messages + t.unpriced
+    unpriced_messages = unpriced_messages + t.unpriced,
+    -- As _append: the newest turn's model; older turns only fill a thread without one.
+    model_used = case when mm.model_at > updated_at then mm.model else coalesce(model_used, mm.model) end,
+    updated_at = max(updated_at, t.newest)
 from ({select}) as t
+left join (
+    -- SQLite takes the bare column from the row of max(): the newest message that has a model.
+    select conversation_id, max(created_at) as model_at, model_used as model
+    from messages where rowid > :after and model_used is not null group by +conversation_id
+) as mm on mm.conversation_id = t.conversation_id
 where conversations.id = t.conversation_id
 """.format(
     # +conversation_id: grouped by the index on (conversation_id, seq), SQLite walked all of it
