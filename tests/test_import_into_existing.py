@@ -218,6 +218,7 @@ def test_redaction_travels_through_export_and_import(source: persistence.Store, 
         server.redact(continuation_id="secret")
         (secret,) = [r for r in records(store) if r["conversation"]["continuation_id"] == "secret"]
         assert secret["conversation"]["redacted_at"] and all(m["redacted_at"] for m in secret["messages"])
+        assert [bool(f.get("redacted_at")) for f in secret["files"]] == [True, True]  # their uploads too
         assert_server_only(lambda: store.import_records([]), "import")
         return
     redacted_source(source)

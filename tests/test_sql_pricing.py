@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import persistence
 from persistence.models import Usage
@@ -157,3 +159,50 @@ def test_a_user_cannot_call_the_literal_function_or_write_the_column(pg_url: str
         store.close()
         with pytest.raises(psycopg.errors.GeneratedAlways):
             conn.execute("update public.model_prices set match_literal = 'x'")
+
+
+# Patterns from a small grammar over a small alphabet, so that short random names often match:
+# literal runs, escapes, optional and repeated atoms, groups with alternatives, classes, a
+# top-level alternation, anchors.
+_ATOMS = st.sampled_from(["a", "b", "ab", "-", "\\.", ".", "a?", "b*", "-+", "[ab]", "(a|b)", "(ab)?", "(a|-)*", "$"])
+_PATTERNS = st.builds(
+    lambda prefix, first, atoms, alt: prefix + first + "".join(atoms) + alt,
+    st.sampled_from(["", "^", "(x/)?", "^(x/|y/)?"]),
+    st.sampled_from(["a", "b", "ab", "ba-", "\\.", "a\\.b"]),  # most patterns start with text
+    st.lists(_ATOMS, max_size=4),
+    st.sampled_from(["", "", "", "|b-a"]),
+)
+
+
+_NAMES = st.lists(
+    st.builds(lambda prefix, rest: prefix + rest, st.sampled_from(["", "", "x/", "B"]), st.text("ab-.", max_size=6)),
+    min_size=30,
+    max_size=60,
+)
+
+
+@given(pattern=_PATTERNS, names=_NAMES)
+# pg_url once for all examples: they only call a function, nothing is written.
+@settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_every_name_a_pattern_matches_contains_its_literal(pg_url: str, pattern: str, names: list[str]) -> None:
+    """The prefilter never hides a price: for generated patterns, no name Postgres matches
+    lacks the literal derived from the pattern."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        try:
+            missed = conn.execute(
+                """select n, public.price_match_literal(%(p)s) from unnest(%(names)s::text[]) as n
+                   where n ~* ('^(?:' || %(p)s || ')')
+                       and strpos(lower(n), coalesce(public.price_match_literal(%(p)s), '')) = 0""",
+                {"p": pattern, "names": names},
+            ).fetchall()
+        except psycopg.errors.InvalidRegularExpression:
+            return  # not a pattern Postgres takes (a price row with it could not be priced either)
+    assert missed == [], (pattern, missed)

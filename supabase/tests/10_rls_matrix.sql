@@ -244,6 +244,9 @@ insert into public.blob_sweeps (storage_path, bucket_name, sweep_id, expires_at)
 insert into public.model_prices (id, provider, model, match, effective_from, input, output, origin)
     values ('pgtap-price', 'prov-x', 'model-x', 'model-x', '2026-01-01', 1, 2, 'user');
 insert into public.store_meta (key, value) values ('pgtap-key', 'pgtap-value');
+-- Both uploads redacted: upload_redactions has something of B's to leak.
+update public.file_uploads set redacted_at = '2026-11-02 10:00+00'
+    where id in (select val::uuid from pg_temp.k where key in ('uploadA', 'uploadB'));
 
 -- ---------------------------------------------------------------------------------------
 -- 1. The matrix. {key} stands for the literal of that key above.
@@ -691,6 +694,7 @@ insert into calls (fn, stmt) values
 ('top_threads', $$select public.top_threads('2026-11-01', 'model', 'model-b', 10)::text$$),
 ('top_threads', $$select public.top_threads('2026-11-01', 'tool_name', 'tool-b', 10)::text$$),
 ('budget_json', $$select public.budget_json(null::public.budgets)::text$$),
+('upload_redactions', $$select public.upload_redactions(array['thread-a', 'thread-b'])::text$$),
 -- Writers, aimed at B's rows: they must raise or leave B's rows as they were.
 ('start_conversation', $$select public.start_conversation('thread-b')::text$$),
 ('start_conversation', $$select public.start_conversation('thread-new', p_user_id => {B})::text$$),
@@ -730,7 +734,7 @@ select plan(
     + (select count(*)::integer from calls) -- every function with B's ids
     + 1                                     -- blob_sweep_until with B's path
     + 2                                     -- every function authenticated may call is covered; anon none
-    + 6                                     -- A's own rows come back (the checks above are not vacuous)
+    + 7                                     -- A's own rows come back (the checks above are not vacuous)
     + 2                                     -- ... and A's own budgets and thread costs
     + 1                                     -- security definer allow-list
 );
@@ -836,6 +840,9 @@ select is(pg_temp.a_result($$select (public.usage_report() -> 0 ->> 5) || ' mess
     '2 messages, 2000 input tokens', 'usage_report sums the caller''s own usage only');
 select ok(pg_temp.a_result($$select public.list_provider_files()::text$$) like '%prov-a-file%',
     'list_provider_files lists the caller''s own provider uploads');
+select ok(pg_temp.a_result($$select public.upload_redactions(array['thread-a', 'thread-b'])::text$$)
+        like '{"thread-a": {"a0000000-0000-4000-8000-0000000000d1": %',
+    'upload_redactions gives the caller''s own redacted uploads');
 select ok(pg_temp.a_result($$select public.list_budgets()::text$$) like '%model-a%',
     'list_budgets lists the caller''s own budgets');
 select ok(pg_temp.a_result($$select public.tag_costs(array['tag-a', 'tag-b'], '2026-11-01', '2026-11-01')::text$$)

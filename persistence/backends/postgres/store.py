@@ -801,12 +801,10 @@ class FunctionStore(Store):
 
     def _iter_conversations(self, since: datetime | None, until: datetime | None) -> Iterator[Conversation]:
         ids = self._call("conversation_ids", {"p_since": since, "p_until": until})
-        # upload_redactions is the server's (a signed-in user's export has no upload's redacted_at).
-        server = getattr(self, "is_server", True)
         for start in range(0, len(ids), self.EXPORT_CHUNK):
             chunk = ids[start : start + self.EXPORT_CHUNK]
             # The chunk's redacted uploads (StoredFile has no redacted_at), for the export records.
-            redacted = self._call("upload_redactions", {"p_continuation_ids": chunk}) if server else {}
+            redacted = self._call("upload_redactions", {"p_continuation_ids": chunk})
             for cid in chunk:
                 conv = self._get_conversation(cid, None)
                 if conv is not None:
