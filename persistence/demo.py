@@ -22,7 +22,7 @@ from typing import Any
 
 from .demo_files import DEMO_FILES, demo_file_bytes
 from .prepared import ParsedRecord, PreparedConversation, PreparedMessage, title_from
-from .store import Store
+from .store import Store, new_id
 
 __all__ = ["DemoSummary", "generate"]
 
@@ -269,7 +269,8 @@ def _records(
         parent = rng.choice(recent_threads) if recent_threads and rng.random() < 0.12 else None
         recent_threads = [*recent_threads, cid][-50:]
         conv = PreparedConversation(
-            id=_uuid(rng),
+            # Time-ordered, as the package's own ids (new_id); continuation ids stay random, as zen's.
+            id=new_id(at, rng=rng),
             continuation_id=cid,
             created_at=at,
             tool_name=tool,
@@ -306,7 +307,9 @@ def _records(
             messages.append(
                 (
                     seq,
-                    store.prepare_message(role, content, tool_name=tool, message_id=_uuid(rng), created_at=t, **kwargs),
+                    store.prepare_message(
+                        role, content, tool_name=tool, message_id=new_id(t, rng=rng), created_at=t, **kwargs
+                    ),
                 )
             )
         uploads = []

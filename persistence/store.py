@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import random
 import threading
 import time
 import uuid
@@ -88,13 +89,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def new_id() -> str:
+def new_id(at: datetime | None = None, *, rng: random.Random | None = None) -> str:
     """A new thread or message id: a UUIDv7 (RFC 9562), which starts with the time, so new
     rows share the right-hand pages of the indexes that hold the id instead of each landing
     on a random one (Postgres, a million messages: 54% less WAL per record_message;
-    migration 20261130210000 makes the database's defaults the same)."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")  # 74 of its 80 bits are used
+    migration 20261130210000 makes the database's defaults the same). ``at``: the time it
+    starts with (default now); ``rng``: where its random bits come from, for ids that are the
+    same on every run (the demo)."""
+    ms = time.time_ns() // 1_000_000 if at is None else int(at.timestamp() * 1000)
+    # 74 of these bits are used; 128 drawn from an rng, as a random UUIDv4 would.
+    rand = int.from_bytes(os.urandom(10), "big") if rng is None else rng.getrandbits(128)
     return str(
         uuid.UUID(
             int=(ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & (2**62 - 1)

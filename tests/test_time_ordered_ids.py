@@ -3,9 +3,11 @@ the right-hand pages of the id indexes (bench/README.md: WAL and time per record
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import persistence
 from persistence.store import new_id
@@ -44,3 +46,28 @@ def test_threads_and_messages_written_get_time_ordered_ids(store: persistence.St
     # An id the caller gives is kept as it is, whatever its version.
     given = str(uuid.uuid4())
     assert store.record_message("v7-thread", "assistant", "given id", message_id=given).id == given
+
+
+def test_demo_ids_are_time_ordered_and_the_same_for_a_seed(tmp_path: Path) -> None:
+    """The demo writes ids as the package does (v7, of each row's own time), reproducibly, so
+    demo stores and the bulk benchmarks meet the indexes real data makes."""
+    from persistence.demo import generate
+
+    exported = []
+    for name in ("a", "b"):
+        store = persistence.open_store(f"sqlite:///{tmp_path / name}.db")
+        generate(store, 30, seed=9, files=False)
+        exported.append(list(store.export_records()))
+        store.close()
+    assert exported[0] == exported[1]
+    for rec in exported[0]:
+        conv = rec["conversation"]
+        assert uuid.UUID(conv["id"]).version == 7
+        assert abs(_when(conv["id"]) - datetime.fromisoformat(conv["created_at"]).timestamp()) < 0.002
+        assert uuid.UUID(conv["continuation_id"]).version == 4  # zen's thread ids are random
+        for m in rec["messages"]:
+            assert uuid.UUID(m["id"]).version == 7
+            assert abs(_when(m["id"]) - datetime.fromisoformat(m["created_at"]).timestamp()) < 0.002
+    at = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    assert new_id(at, rng=random.Random(3)) == new_id(at, rng=random.Random(3))
+    assert _when(new_id(at, rng=random.Random(3))) == at.timestamp()
