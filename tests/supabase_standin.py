@@ -65,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import os
 import re
 import shutil
 import socket
@@ -119,20 +120,29 @@ def _gateway_refusal(message: str, hint: str) -> httpx.Response:
 
 
 class _FileStream(httpx.SyncByteStream):
+    """An object's bytes as they were when the request was answered, as Storage serves them: the
+    file is opened then, so a delete or an overwrite while the body is sent does not cut it short
+    (a POSIX file stays readable through an open handle after it is unlinked or replaced)."""
+
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.fh = open(path, "rb")  # noqa: SIM115 - closed once sent (or by close() for a HEAD)
+        self.size = os.fstat(self.fh.fileno()).st_size
 
     def __iter__(self) -> Iterator[bytes]:
-        with open(self.path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
+        with self.fh:
+            while chunk := self.fh.read(CHUNK):
                 yield chunk
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def _file_response(path: Path, content_type: str) -> httpx.Response:
+    stream = _FileStream(path)
     return httpx.Response(
         200,
-        stream=_FileStream(path),
-        headers={"content-type": content_type, "content-length": str(path.stat().st_size)},
+        stream=stream,
+        headers={"content-type": content_type, "content-length": str(stream.size)},
     )
 
 
@@ -193,6 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 for chunk in response.stream:
                     self.wfile.write(chunk)
+            response.stream.close()
             return
         content = response.read()
         self.send_header("content-length", str(len(content)))
@@ -556,7 +567,15 @@ class SupabaseStandin:
                 conn.execute(insert, (object_id, bucket, name, claims.get("sub"), claims.get("sub"), metadata))
                 target = self._file(bucket, name)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)  # inside the transaction: no row without bytes
+                # Inside the transaction: no row without bytes. Written beside and renamed over,
+                # as an object store swaps in a new version whole: a download under way keeps
+                # reading the old one.
+                partial = target.with_name(f".{target.name}.{object_id}")
+                try:
+                    partial.write_bytes(data)
+                    os.replace(partial, target)
+                finally:
+                    partial.unlink(missing_ok=True)  # gone once renamed; a failed write leaves none
         except psycopg.errors.UniqueViolation:
             return _storage_error(409, "Duplicate", "The resource already exists")
         except psycopg.errors.InsufficientPrivilege as exc:

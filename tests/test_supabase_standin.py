@@ -242,3 +242,17 @@ def test_a_schema_other_than_public_is_refused_with_the_reason(gateway: Supabase
     with pytest.raises(StoreOpenError, match=r"SUPABASE_DB_SCHEMA='persistence' is not supported.*public"):
         open_supabase(gateway, SUPABASE_DB_SCHEMA="persistence")
     open_supabase(gateway, SUPABASE_DB_SCHEMA="public").close()
+
+
+def test_an_object_answered_before_a_delete_is_sent_whole(tmp_path: Path) -> None:
+    """Storage serves the object as it was when it answered: a delete (a prune racing a
+    download) between the headers and the body does not cut the body short. The stand-in
+    opened the file only once the headers were out, so such a download ended mid-body."""
+    from supabase_standin import _file_response
+
+    path = tmp_path / "object"
+    path.write_bytes(b"0123456789" * 20_000)
+    response = _file_response(path, "text/plain")
+    path.unlink()
+    assert response.headers["content-length"] == "200000"
+    assert response.read() == b"0123456789" * 20_000
