@@ -181,6 +181,14 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""
 
+    def _stop_background(self) -> None:
+        """Let a background budget refresh finish and end its thread: backends call it before
+        closing their connections, which that thread reads through (a SQLite connection closed
+        under a running query brings the process down)."""
+        worker, self._budget_worker = getattr(self, "_budget_worker", None), None
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
+
     def __enter__(self) -> Store:
         return self
 

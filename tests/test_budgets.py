@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -238,3 +239,35 @@ def test_another_process_writes_show_after_a_refresh(tmp_path: Path) -> None:
         _spend(other, "elsewhere", datetime.now(UTC), 1.0, "acme-big", "chat")
         server.BUDGET_REFRESH_S, server.BUDGET_STALE_S = 3600.0, 0.0
         assert server.budget_status()[0].spent_usd == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_close_waits_for_a_background_refresh(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store closed while its budget summary is being read again in the background waits
+    for that read, which goes through the store's own connections (a SQLite connection closed
+    under a running query took the whole process down: a CLI command, a test worker)."""
+    url = f"sqlite:///{tmp_path / 'history.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = persistence.open_store(url)
+    store.set_budget(10, period="day")
+    store.budget_status()  # the summary, read once
+    real = store._list_budgets
+    reading = threading.Event()
+    finished: list[float] = []
+
+    def slow_list_budgets() -> list[Budget]:
+        reading.set()
+        time.sleep(0.3)  # still reading when close() is called
+        out = real()
+        finished.append(time.monotonic())
+        return out
+
+    store._list_budgets = slow_list_budgets  # type: ignore[method-assign]
+    store.BUDGET_REFRESH_S = 0.0
+    store.budget_status()  # answered from the summary; a refresh starts in the background
+    assert reading.wait(10)
+    store.close()
+    closed = time.monotonic()
+    assert finished and finished[0] <= closed  # the refresh ended first, and read its rows
+    assert "reading the budget summary failed" not in caplog.text

@@ -190,6 +190,7 @@ class PostgresStore(FunctionStore):
                 self._local.conn = None
 
     def close(self) -> None:
+        self._stop_background()
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()

@@ -425,6 +425,7 @@ class SupabaseStore(FunctionStore):
             raise PersistenceError(f"{fn}: cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
+        self._stop_background()
         files = getattr(self, "files", None)
         if files is not None:
             files.close()

@@ -468,6 +468,7 @@ class SQLiteStore(Store):
         return PersistenceError(f"{self.path}: {text}")
 
     def close(self) -> None:
+        self._stop_background()
         with self._lock:
             self._closed = True
             for conn in self._connections:
