@@ -390,3 +390,47 @@ def test_the_overview_says_when_a_turn_was_set_aside(tmp_path: Path, monkeypatch
     assert not at.exception
     shown = " ".join(e.value for e in at.error)
     assert "refused 1 queued writes" in shown and "1 of them single turns" in shown
+
+
+def test_a_failure_between_delete_slices_delivers_the_rest_again_never_twice(tmp_path: Path) -> None:
+    """The flusher deletes a delivered batch a few rows per transaction (an append then waits
+    for one slice, not the batch). When deleting fails after the first slice (a disk error,
+    a killed process), the rows still queued were delivered already: they go again, and the
+    store keeps every message once, with totals to match."""
+    import sqlite3
+
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    backend.down.set()
+    outbox = Outbox(backend, tmp_path / "outbox.db", max_backoff=0.1)
+    for i in range(40):
+        outbox.submit("record_message", _message("t-slices", i), key="t-slices")
+    failed: list[int] = []
+
+    class FailingSecondSlice:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+            self.deletes = 0
+
+        def executemany(self, sql: str, rows: object) -> object:
+            if sql.startswith("delete from outbox "):
+                self.deletes += 1
+                if self.deletes == 2:
+                    failed.append(len(list(rows)))  # type: ignore[call-overload]
+                    raise sqlite3.OperationalError("disk I/O error")
+            return self.db.executemany(sql, rows)  # type: ignore[arg-type]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.db, name)
+
+    outbox._fdb = FailingSecondSlice(outbox._fdb)  # type: ignore[assignment]
+    backend.down.clear()
+    assert outbox.wait_idle(60), outbox.status()
+    assert failed == [8]  # the batch of 40 was being deleted 8 at a time
+    assert outbox.close() == 0
+    store = persistence.open_store(backend.url)
+    conv = store.get_conversation("t-slices")
+    assert conv is not None and conv.message_count == 40
+    assert [m.content for m in conv.messages] == [f"turn {i} of t-slices" for i in range(40)]
+    assert int(store.usage(())["messages"].iloc[0]) == 40
+    assert conv.total_tokens == 20 * 110
+    store.close()
