@@ -79,8 +79,6 @@ _CHILD_SPEC = "PERSISTENCE_OUTBOX_FLUSHER_SPEC"  # how a flusher process learns 
 _STOP = b"stop"
 # How long a flusher process whose parent is gone (killed) goes on delivering what it queued.
 ORPHAN_FLUSH_SECONDS = 30.0
-# Delivered rows deleted per write transaction (see flush_once).
-DELETE_SLICE = 8
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -531,20 +529,14 @@ class Outbox:
                 self._deliver_one(store, row_id, op, key, payload, done)
                 i += 1
         finally:
-            # In slices, each its own short write transaction, so a caller's append waits for
-            # one slice at most: with SQLite's secure_delete (Debian's default) deleting a batch
-            # of 200 zen snapshots (~11 KB each) held the file's write lock ~12 ms. A crash
-            # between slices leaves delivered rows that are delivered again: every operation is
-            # idempotent.
-            for k in range(0, len(done), DELETE_SLICE):
+            if done:
                 with self._flock, self._writing(), _transaction(self._fdb):
-                    self._fdb.executemany("delete from outbox where id = ?", [(i,) for i in done[k : k + DELETE_SLICE]])
-                    if k + DELETE_SLICE >= len(done):
-                        self._fdb.execute(
-                            "insert into outbox_state (name, value, until) values ('last_delivery', ?, ?) "
-                            "on conflict (name) do update set value = excluded.value, until = excluded.until",
-                            (str(len(done)), time.time()),
-                        )
+                    self._fdb.executemany("delete from outbox where id = ?", [(i,) for i in done])
+                    self._fdb.execute(
+                        "insert into outbox_state (name, value, until) values ('last_delivery', ?, ?) "
+                        "on conflict (name) do update set value = excluded.value, until = excluded.until",
+                        (str(len(done)), time.time()),
+                    )
         return len(done)
 
     def _deliver_one(self, store: Store, row_id: int, op: str, key: str | None, payload: str, done: list[int]) -> None:
