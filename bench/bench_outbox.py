@@ -3,7 +3,7 @@ backend slow and down; and how fast the outbox delivers to Postgres.
 
     python bench/bench_outbox.py [--calls 3000 --rate 200 --backlog 30000 --messages 20000]
         [--template pt_bench] [--latency-modes up,slow,down] [--skip-throughput] [--switch-interval MS]
-        [--flushers thread,process] [--rounds 2]
+        [--flushers thread,process] [--rounds 2] [--backlog-kind messages|snapshots]
 
 Needs the Postgres at 127.0.0.1:5432. The database ``bench_outbox`` is a copy of the
 million-message ``pt_bench`` (``create database … template pt_bench``, then ``VACUUM
@@ -18,6 +18,8 @@ demo's (``persistence.demo``: 100-1,500 characters, English and Chinese, code bl
   snapshots) into the million-message database, with each of ``--flushers`` (a thread of the
   server's process, or a process of its own) in turn for ``--rounds`` rounds; the table says how many it delivered during
   the timed calls and how many were still queued at the end, so the overlap is visible.
+  ``--backlog-kind snapshots`` queues zen snapshots instead (what an outage of zen's server
+  leaves: the whole ThreadContext per call, ~11 KB at 20 turns).
   "slow" and "down": a TCP proxy (tests/tcpproxy.py) between the store and Postgres adds 100 ms
   to every request or refuses connections; calls back to back. (The proxy relays in a Python
   thread of this process, so it is kept out of the "up" case, where it would compete for the
@@ -161,11 +163,19 @@ def _via(proxy: TcpProxy) -> str:
     return f"postgresql://postgres@127.0.0.1:{proxy.port}/{DB}"
 
 
-def _backlog(store: persistence.Store, path: Path, n: int, seed: int = 11) -> None:
-    """Queue ``n`` demo-length messages in the outbox file at ``path`` without delivering them
-    (no flusher), as a server does while its backend is away."""
+def _backlog(store: persistence.Store, path: Path, n: int, seed: int = 11, kind: str = "messages") -> None:
+    """Queue ``n`` demo-length messages (or, ``kind="snapshots"``, ``n`` zen snapshots: the
+    whole ThreadContext, ~11 KB at 20 turns) in the outbox file at ``path`` without delivering
+    them (no flusher), as a server does while its backend is away."""
     rng = random.Random(seed)
     pre = Outbox(store, path, start=False)
+    if kind == "snapshots":
+        threads = Threads(seed=seed)
+        for _ in range(n):
+            key, value = threads.next_value()
+            pre.submit("zen_snapshot", {"value": value, "ttl": 3600, "at": "2026-11-20T09:00:00+00:00"}, key=key)
+        pre.close()
+        return
     tag = uuid.uuid4().hex[:6]
     for i in range(n):
         chinese = rng.random() < 0.25
@@ -224,6 +234,7 @@ def bench_latency(
     modes: list[str],
     flushers: list[str],
     rounds: int,
+    backlog_kind: str = "messages",
 ) -> None:
     rows = []
     # Up, delivering: a backlog keeps the flusher busy for the whole run of paced calls; each
@@ -232,7 +243,7 @@ def bench_latency(
         for k, flusher in enumerate(flushers):
             store = persistence.open_store(url, files_dir=tmp / "files")
             folder = tmp / f"queue-up-{r}-{flusher}"
-            _backlog(store, outbox_path_for(store.url, folder), backlog, seed=11 + 100 * r + k)
+            _backlog(store, outbox_path_for(store.url, folder), backlog, seed=11 + 100 * r + k, kind=backlog_kind)
             before = _count_messages(url)
             storage = ThreadStorage(store, outbox_dir=folder, flusher=flusher)
             assert storage.outbox is not None
@@ -383,6 +394,12 @@ def main() -> None:
         "--flushers", default="thread,process", help="which outbox flushers the 'up, delivering' case compares"
     )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the 'up, delivering' case")
+    parser.add_argument(
+        "--backlog-kind",
+        choices=("messages", "snapshots"),
+        default="messages",
+        help="what is queued: record_message rows, or zen snapshots as after an outage of zen's server",
+    )
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval / 1000)
@@ -405,6 +422,7 @@ def main() -> None:
                 args.latency_modes.split(","),
                 args.flushers.split(","),
                 args.rounds,
+                args.backlog_kind,
             )
             if not args.skip_throughput:
                 bench_throughput(proxy, args.messages, Path(tmp))

@@ -221,16 +221,7 @@ def bench_ingest(url: str, n: int, rounds: int) -> None:
     def ours(mode: str) -> Any:
         def write(batch: list[dict[str, Any]]) -> None:
             for m in batch:
-                stores[mode].record_message(
-                    m["continuation_id"],
-                    m["role"],
-                    m["content"],
-                    model=m["model"],
-                    provider=m["provider"],
-                    usage=m["usage"],
-                    duration_ms=m["duration_ms"],
-                    tool_name=m["tool_name"],
-                )
+                stores[mode].record_message(**m)  # the items are its arguments
 
         return write
 

@@ -192,16 +192,7 @@ def bench_ingest(store: persistence.Store, workdir: Path, source: sqlite3.Connec
 
     def ours(batch: list[dict[str, Any]]) -> None:
         for m in batch:
-            store.record_message(
-                m["continuation_id"],
-                m["role"],
-                m["content"],
-                model=m["model"],
-                provider=m["provider"],
-                usage=m["usage"],
-                duration_ms=m["duration_ms"],
-                tool_name=m["tool_name"],
-            )
+            store.record_message(**m)  # the items are its arguments
 
     def langchain(name: str) -> Any:
         def write(batch: list[dict[str, Any]]) -> None:

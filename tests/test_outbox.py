@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -390,3 +392,82 @@ def test_the_overview_says_when_a_turn_was_set_aside(tmp_path: Path, monkeypatch
     assert not at.exception
     shown = " ".join(e.value for e in at.error)
     assert "refused 1 queued writes" in shown and "1 of them single turns" in shown
+
+
+class _CountingDeletes:
+    """The flusher's connection, counting the rows of each ``delete from outbox`` (one per
+    write transaction) and failing the ``fail_at``-th of them like a disk error."""
+
+    def __init__(self, db: Any, fail_at: int = 0) -> None:
+        self.db = db
+        self.fail_at = fail_at
+        self.slices: list[int] = []
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        if sql.startswith("delete from outbox "):
+            rows = list(rows)
+            self.slices.append(len(rows))
+            if len(self.slices) == self.fail_at:
+                raise sqlite3.OperationalError("disk I/O error")
+        return self.db.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def _queued(tmp_path: Path, thread: str, n: int, content_chars: int) -> tuple[Backend, Outbox]:
+    backend = Backend(f"sqlite:///{tmp_path / 'remote.db'}")
+    backend.down.set()
+    outbox = Outbox(backend, tmp_path / "outbox.db", max_backoff=0.1)
+    for i in range(n):
+        message = _message(thread, i)
+        message["content"] = f"turn {i} of {thread} " + "x" * content_chars
+        outbox.submit("record_message", message, key=thread)
+    return backend, outbox
+
+
+def test_a_delivered_batch_of_big_rows_is_deleted_in_slices_and_of_small_ones_at_once(tmp_path: Path) -> None:
+    """With SQLite's secure_delete (on in Debian's build) deleting a batch of 200 zen snapshots
+    held the outbox's write lock ~12 ms, and every append waited for it. Big rows are deleted a
+    few per transaction (about 64 K characters of payload), small ones a batch at once."""
+    from persistence.outbox import DELETE_SLICE_CHARS
+
+    (tmp_path / "big").mkdir()
+    (tmp_path / "small").mkdir()
+    backend, outbox = _queued(tmp_path / "big", "t-big", 40, 20_000)
+    small_backend, small = _queued(tmp_path / "small", "t-small", 40, 100)
+    counted, counted_small = _CountingDeletes(outbox._fdb), _CountingDeletes(small._fdb)
+    outbox._fdb, small._fdb = counted, counted_small  # type: ignore[assignment]
+    backend.down.clear()
+    small_backend.down.clear()
+    assert outbox.wait_idle(60) and small.wait_idle(60)
+    assert outbox.close() == 0 and small.close() == 0
+    assert counted_small.slices == [40]
+    per_slice = DELETE_SLICE_CHARS // 20_300  # each payload: the content and ~300 characters of JSON
+    assert sum(counted.slices) == 40 and len(counted.slices) >= 40 // per_slice
+    assert max(counted.slices) <= per_slice
+    for url, thread in ((backend.url, "t-big"), (small_backend.url, "t-small")):
+        store = persistence.open_store(url)
+        conv = store.get_conversation(thread)
+        assert conv is not None and conv.message_count == 40
+        store.close()
+
+
+def test_a_failure_between_delete_slices_delivers_the_rest_again_never_twice(tmp_path: Path) -> None:
+    """When deleting a delivered batch fails after its first slice (a disk error, a killed
+    process), the rows still queued were delivered already: they go again, and the store keeps
+    every message once, with totals to match."""
+    backend, outbox = _queued(tmp_path, "t-slices", 40, 20_000)
+    counted = _CountingDeletes(outbox._fdb, fail_at=2)
+    outbox._fdb = counted  # type: ignore[assignment]
+    backend.down.clear()
+    assert outbox.wait_idle(60), outbox.status()
+    assert len(counted.slices) > 2 and sum(counted.slices[2:]) == 40 - counted.slices[0]
+    assert outbox.close() == 0
+    store = persistence.open_store(backend.url)
+    conv = store.get_conversation("t-slices")
+    assert conv is not None and conv.message_count == 40
+    assert [m.content.split(" x")[0] for m in conv.messages] == [f"turn {i} of t-slices" for i in range(40)]
+    assert int(store.usage(())["messages"].iloc[0]) == 40
+    assert conv.total_tokens == 20 * 110
+    store.close()
