@@ -1,15 +1,25 @@
-"""Bulk writes into an empty store against the same writes into a million-message store (issue 16:
-within 1.3x, on SQLite and Postgres).
+"""Every write path into an empty store against the same writes into a million-message store
+(issue 16: within 1.3x, on SQLite and Postgres).
 
-    python bench/bench_bulk.py                      # both backends, 2,000 threads in 4 rounds
-    python bench/bench_bulk.py --backend sqlite --threads 4000 --rounds 8
+    python bench/bench_bulk.py                      # both backends, every path
+    python bench/bench_bulk.py --backend sqlite --paths bulk --threads 4000 --rounds 8
 
-The writes are `demo`'s: ``persistence.demo.generate`` (``_import_batch``, the path of `demo`,
-`import` and `copy`), without file uploads, which cost the same at any size. The large store is a
-copy of the one bench_sqlite.py / bench_postgres.py fill (SQLite: the file copied to a temp dir;
-Postgres: ``create database … template pt_bench``), so the shared one is left as it was. Rounds
-alternate between the empty and the large store with the same seeds, so both get the same
-threads and the same machine noise.
+Paths (``--paths``, comma-separated):
+- ``bulk``: `demo`'s writes, ``persistence.demo.generate`` (``_import_batch``, the path of
+  `demo`, `import` and `copy`), without file uploads, which cost the same at any size;
+  ``--threads`` threads.
+- ``record_message``: one call per message (``--messages-per-path`` demo-length messages, new
+  threads of ~8 turns).
+- ``record_messages``: the same messages in batches of 200 (the outbox's delivery).
+- ``zen``: zen's ``add_turn`` through ``ThreadStorage.set_with_ttl`` without an outbox, each
+  call the whole ThreadContext of a thread of up to 20 turns (``--messages-per-path // 4``
+  calls).
+
+The large store is a copy of the one bench_sqlite.py / bench_postgres.py fill (SQLite: the file
+copied to a temp dir; Postgres: ``create database … template pt_bench``, then ``VACUUM
+(ANALYZE)``: autovacuum is off on these machines), so the shared one is left as it was. Rounds
+alternate between the empty and the large store with the same data, so both get the same
+writes and the same machine noise.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -26,32 +37,69 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_outbox import Threads  # noqa: E402
 from bench_postgres import ADMIN_URL, ensure_database  # noqa: E402
+from bench_sqlite import _messages_for_ingest  # noqa: E402
 from common import ensure_demo_store, table  # noqa: E402
 
 import persistence  # noqa: E402
 from persistence.demo import generate  # noqa: E402
+from persistence.integrations.zen import ThreadStorage  # noqa: E402
+
+# A round of a write path into a store: (store, round) -> nothing; messages are counted around it.
+Writer = Callable[[persistence.Store, int], None]
+
+
+def writers(threads: int, messages: int, rounds: int) -> dict[str, Writer]:
+    """Each path's rounds; the same data for both stores (seeds and ids no other bench uses)."""
+    items = _messages_for_ingest(messages, seed=4242)
+    size = max(1, len(items) // rounds)
+    chunks = [items[r * size : (r + 1) * size] for r in range(rounds)]
+    calls = max(1, messages // 4 // rounds)
+    snapshots = []
+    for r in range(rounds):
+        threads_of_round = Threads(seed=7000 + r)
+        snapshots.append([threads_of_round.next_value() for _ in range(calls)])
+
+    def bulk(store: persistence.Store, r: int) -> None:
+        # Ending after the bench stores' last day: new threads.
+        generate(store, max(1, threads // rounds), seed=9000 + r, end=date(2026, 12, 20), weeks=4, files=False)
+
+    def record_message(store: persistence.Store, r: int) -> None:
+        for m in chunks[r]:
+            store.record_message(**{**m, "continuation_id": f"growth-1-{m['continuation_id']}"})
+
+    def record_messages(store: persistence.Store, r: int) -> None:
+        batch = [{**m, "continuation_id": f"growth-n-{m['continuation_id']}"} for m in chunks[r]]
+        for k in range(0, len(batch), 200):
+            store.record_messages(batch[k : k + 200])
+
+    def zen(store: persistence.Store, r: int) -> None:
+        storage = ThreadStorage(store, outbox=False)
+        for key, value in snapshots[r]:
+            storage.set_with_ttl(key, 3600, value)
+
+    return {"bulk": bulk, "record_message": record_message, "record_messages": record_messages, "zen": zen}
 
 
 def messages_in(store: persistence.Store) -> int:
     return int(store.usage(())["messages"].iloc[0])
 
 
-def race(empty: persistence.Store, large: persistence.Store, threads: int, rounds: int) -> list[list[object]]:
+def race(empty: persistence.Store, large: persistence.Store, write: Writer, rounds: int) -> list[list[object]]:
     """Seconds and messages written into each store, rounds interleaved. CPU seconds too: this
     process's (Python and, on SQLite, the database engine itself), which a loaded machine
     inflates less than wall time."""
     seconds = {"empty": 0.0, "large": 0.0}
     cpu = {"empty": 0.0, "large": 0.0}
     written = {"empty": 0, "large": 0}
-    per_round = max(1, threads // rounds)
     for r in range(rounds):
         for name, store in (("empty", empty), ("large", large)):
             before = messages_in(store)
             start, start_cpu = time.perf_counter(), time.process_time()
-            # Seeds no other bench uses, ending after the bench stores' last day: new threads.
-            generate(store, per_round, seed=9000 + r, end=date(2026, 12, 20), weeks=4, files=False)
+            write(store, r)
             seconds[name] += time.perf_counter() - start
             cpu[name] += time.process_time() - start_cpu
             written[name] += messages_in(store) - before
@@ -116,7 +164,13 @@ def main() -> None:
     parser.add_argument("--db", default="pt_bench")
     parser.add_argument("--threads", type=int, default=2000, help="threads written into each store")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--paths", default="bulk,record_message,record_messages,zen", help="which write paths")
+    parser.add_argument("--messages-per-path", type=int, default=4000, help="messages per store (zen: a quarter)")
     args = parser.parse_args()
+    paths = writers(args.threads, args.messages_per_path, args.rounds)
+    unknown = set(args.paths.split(",")) - set(paths)
+    if unknown:
+        parser.error(f"unknown --paths {', '.join(sorted(unknown))}; choose from {', '.join(paths)}")
     for backend in args.backend or ["sqlite", "postgres"]:
         with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp:
             work = Path(tmp)
@@ -126,7 +180,20 @@ def main() -> None:
             else:
                 empty, large, names = postgres_pair(args.db, args.messages)
             try:
-                rows = race(empty, large, args.threads, args.rounds)
+                for path in args.paths.split(","):
+                    table(
+                        f"{backend}, {path}: into the large store against an empty one (target: within 1.3x)",
+                        [
+                            "store",
+                            "messages",
+                            "seconds",
+                            "messages/s",
+                            "slower by",
+                            "CPU s (this process)",
+                            "CPU per message",
+                        ],
+                        race(empty, large, paths[path], args.rounds),
+                    )
             finally:
                 empty.close()
                 large.close()
@@ -134,11 +201,6 @@ def main() -> None:
                     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
                         for name in names:
                             conn.execute(f'drop database if exists "{name}"')  # type: ignore[arg-type]
-            table(
-                f"{backend}: demo threads written in bulk (target: large within 1.3x of empty)",
-                ["store", "messages", "seconds", "messages/s", "slower by", "CPU s (this process)", "CPU per message"],
-                rows,
-            )
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ _STOP = b"stop"
 # How long a flusher process whose parent is gone (killed) goes on delivering what it queued.
 ORPHAN_FLUSH_SECONDS = 30.0
 # A delivered batch is deleted in slices of about this many characters of payload (see
-# flush_once): a batch of small rows stays one transaction, one of zen snapshots is several.
+# _delete_delivered): 200 short turns are one to three transactions, 200 zen snapshots ~35.
 DELETE_SLICE_CHARS = 64 * 1024
 _T = TypeVar("_T")
 
